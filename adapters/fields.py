@@ -1,0 +1,133 @@
+"""Typed field access for adapters: every problem becomes an ``InvalidRecordError`` naming the field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from governance.errors import InvalidRecordError
+
+_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a value for error messages (never the whole value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}" + ("…" if len(value) > 40 else "")
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def decode_json_object(payload: bytes) -> dict[str, Any]:
+    """Decode a payload that must be one JSON object."""
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise InvalidRecordError(
+                "not_utf8", f"payload is not UTF-8 (first bad byte at offset {uexc.start})"
+            ) from None
+        raise InvalidRecordError("invalid_json", f"payload is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InvalidRecordError("invalid_json", f"payload must be a JSON object, got {describe(value)}")
+    return value
+
+
+def decode_text(payload: bytes) -> str:
+    """Decode a text payload that must be UTF-8."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(
+            "not_utf8", f"payload is not UTF-8 (first bad byte at offset {exc.start})"
+        ) from None
+
+
+def require(obj: dict[str, Any], key: str, *, path: str = "") -> Any:
+    """The value of a required field (null counts as missing)."""
+    name = f"{path}{key}"
+    if key not in obj or obj[key] is None:
+        raise InvalidRecordError("missing_field", f"required field '{name}' is missing", field=name)
+    return obj[key]
+
+
+def number(
+    obj: dict[str, Any],
+    key: str,
+    *,
+    path: str = "",
+    required: bool = True,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float | int | None:
+    """A numeric field (booleans and numeric strings are refused: numbers must be numbers)."""
+    name = f"{path}{key}"
+    if not required and obj.get(key) is None:
+        return None
+    value = require(obj, key, path=path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRecordError(
+            "wrong_type", f"field '{name}' must be a number, got {describe(value)}", field=name
+        )
+    return check_range(value, name, minimum=minimum, maximum=maximum)
+
+
+def check_range(
+    value: float | int, name: str, *, minimum: float | None = None, maximum: float | None = None
+) -> float | int:
+    """Refuse NaN, infinities and values outside the physically possible range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRecordError("out_of_range", f"field '{name}' is not a finite number", field=name)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise InvalidRecordError(
+            "out_of_range",
+            f"field '{name}' is {value!r}, outside [{minimum}, {maximum}]",
+            field=name,
+        )
+    return value
+
+
+def string(obj: dict[str, Any], key: str, *, path: str = "", required: bool = True) -> str | None:
+    """A non-empty string field."""
+    name = f"{path}{key}"
+    if not required and obj.get(key) is None:
+        return None
+    value = require(obj, key, path=path)
+    if not isinstance(value, str):
+        raise InvalidRecordError(
+            "wrong_type", f"field '{name}' must be a string, got {describe(value)}", field=name
+        )
+    if not value.strip():
+        raise InvalidRecordError("missing_field", f"field '{name}' is empty", field=name)
+    return value
+
+
+def obj_field(obj: dict[str, Any], key: str, *, path: str = "") -> dict[str, Any]:
+    """A required nested object."""
+    value = require(obj, key, path=path)
+    if not isinstance(value, dict):
+        name = f"{path}{key}"
+        raise InvalidRecordError(
+            "wrong_type", f"field '{name}' must be an object, got {describe(value)}", field=name
+        )
+    return value
+
+
+def list_field(obj: dict[str, Any], key: str, *, path: str = "") -> list[Any]:
+    """A required array."""
+    value = require(obj, key, path=path)
+    if not isinstance(value, list):
+        name = f"{path}{key}"
+        raise InvalidRecordError(
+            "wrong_type", f"field '{name}' must be an array, got {describe(value)}", field=name
+        )
+    return value

@@ -1,0 +1,41 @@
+"""The ``citygov`` command: data governance for a smart city, from the terminal."""
+
+from __future__ import annotations
+
+import typer
+
+from governance import __version__
+from governance.cli import demo, ingest, quarantine
+from governance.config import Settings
+from governance.logs import configure_logging
+
+app = typer.Typer(
+    name="citygov",
+    help="Governance and secure sharing of smart-city data: adapters, standard schemas, quarantine.\n\n"
+    "Exit codes: 0 done; 1 failure; 2 bad usage or configuration; 3 records quarantined (--strict); "
+    "4 database or broker unreachable.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"citygov {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Configure logging from CITYGOV_LOG_LEVEL before any command runs."""
+    configure_logging(Settings().log_level)
+
+
+app.command("adapters")(ingest.adapters_command)
+app.command("ingest")(ingest.ingest_command)
+app.command("listen")(ingest.listen_command)
+app.command("entities")(ingest.entities_command)
+app.command("demo")(demo.demo_command)
+app.add_typer(quarantine.app, name="quarantine")

@@ -1,0 +1,61 @@
+"""One exception tree for citygov. The API maps it to HTTP responses in one place.
+
+Errors are grouped by lifecycle, as ingestion frameworks do: configuration problems stop a run before
+it starts; an invalid record is quarantined and the run goes on; a retriable error may succeed later;
+anything else is fatal for the operation at hand.
+"""
+
+from __future__ import annotations
+
+
+class CitygovError(Exception):
+    """Base of every error citygov raises on purpose."""
+
+    #: A stable, machine-readable code, shown in ``--json`` output and API error bodies.
+    code = "citygov_error"
+
+
+class ConfigurationError(CitygovError):
+    """Settings, a provisioning file or a mapping file is missing or wrong."""
+
+    code = "configuration_error"
+
+
+class UnknownAdapterError(ConfigurationError):
+    """No adapter is registered under that name."""
+
+    code = "unknown_adapter"
+
+
+class InvalidRecordError(CitygovError):
+    """One input record cannot be accepted; it goes to quarantine with this reason.
+
+    ``reason`` is a short machine-readable category (used for counts by reason); ``detail`` is the
+    sentence a person reads to fix the feed, naming the property or column involved.
+    """
+
+    code = "invalid_record"
+
+    def __init__(self, reason: str, detail: str, *, field: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+
+
+class RetriableError(CitygovError):
+    """A transient failure (database or broker unreachable); the same work may succeed later."""
+
+    code = "retriable"
+
+
+class StorageError(CitygovError):
+    """The store refused an operation."""
+
+    code = "storage_error"
+
+
+class NotFoundError(CitygovError):
+    """The thing asked for does not exist."""
+
+    code = "not_found"

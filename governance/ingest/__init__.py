@@ -1,0 +1,1 @@
+"""The collection pipeline: adapter → validate → quality → store, with quarantine for every failure."""

@@ -1,0 +1,182 @@
+"""Data-quality suites (Great Expectations 1.x), run once per batch and entity type.
+
+Great Expectations costs seconds to import and tens of milliseconds per validation run, so it is
+imported lazily, its context and validation definitions are built once per process, and each run
+covers a whole batch. The structural checks that must run per record (JSON Schema) live elsewhere;
+the suites catch what structure lets through: implausible values, impossible positions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from governance.errors import ConfigurationError
+from governance.resources import data_folder
+
+
+@dataclass(frozen=True)
+class Expectation:
+    type: str
+    kwargs: Mapping[str, Any]
+    why: str
+
+    @property
+    def column(self) -> str | None:
+        column = self.kwargs.get("column")
+        return str(column) if column is not None else None
+
+    def columns(self) -> list[str]:
+        if "column" in self.kwargs:
+            return [str(self.kwargs["column"])]
+        return [str(c) for c in self.kwargs.get("column_list", [])]
+
+
+@dataclass(frozen=True)
+class QualitySuite:
+    entity_type: str
+    expectations: tuple[Expectation, ...]
+
+    def columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for expectation in self.expectations:
+            for column in expectation.columns():
+                seen.setdefault(column, None)
+        return list(seen)
+
+
+@dataclass(frozen=True)
+class QualityFailure:
+    """One row that failed one expectation."""
+
+    row: int
+    expectation: Expectation
+    value: Any
+
+
+def load_suites(folder: Path | None = None) -> dict[str, QualitySuite]:
+    """Every suite under ``schemas/quality``, by entity type."""
+    folder = folder or data_folder("schemas") / "quality"
+    suites: dict[str, QualitySuite] = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            document = orjson.loads(path.read_bytes())
+            suite = QualitySuite(
+                entity_type=str(document["entity_type"]),
+                expectations=tuple(
+                    Expectation(type=str(e["type"]), kwargs=dict(e["kwargs"]), why=str(e.get("why", "")))
+                    for e in document["expectations"]
+                ),
+            )
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"quality suite {path.name} is not valid: {exc}") from exc
+        suites[suite.entity_type] = suite
+    return suites
+
+
+@cache
+def default_suites() -> dict[str, QualitySuite]:
+    return load_suites()
+
+
+def flatten(entity: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """The row of one entity for a suite: top-level scalars plus ``location_lon``/``location_lat``."""
+    row: dict[str, Any] = {}
+    for column in columns:
+        if column in ("location_lon", "location_lat"):
+            location = entity.get("location")
+            coords = location.get("coordinates") if isinstance(location, dict) else None
+            if isinstance(location, dict) and location.get("type") == "Point" and isinstance(coords, list):
+                row[column] = coords[0 if column == "location_lon" else 1] if len(coords) >= 2 else None
+            else:
+                row[column] = None
+            continue
+        value = entity.get(column)
+        row[column] = value if not isinstance(value, dict | list) else None
+    return row
+
+
+class QualityRunner:
+    """Runs suites through Great Expectations; one instance per process, safe across threads."""
+
+    def __init__(self, suites: Mapping[str, QualitySuite]) -> None:
+        self._suites = dict(suites)
+        self._lock = threading.Lock()
+        self._context: Any = None
+        self._definitions: dict[str, Any] = {}
+
+    def suite_for(self, entity_type: str) -> QualitySuite | None:
+        return self._suites.get(entity_type)
+
+    def check(self, entity_type: str, entities: Sequence[Mapping[str, Any]]) -> list[QualityFailure]:
+        """Validate a batch of entities of one type; return every failing (row, expectation)."""
+        suite = self._suites.get(entity_type)
+        if suite is None or not entities:
+            return []
+        import pandas as pd
+
+        columns = suite.columns()
+        frame = pd.DataFrame([flatten(e, columns) for e in entities], columns=columns)
+        with self._lock:
+            definition = self._definition(suite)
+            result = definition.run(
+                batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
+            )
+        failures: list[QualityFailure] = []
+        for expectation, outcome in zip(suite.expectations, result.results, strict=True):
+            if outcome.success:
+                continue
+            details = outcome.result or {}
+            indices = details.get("unexpected_index_list")
+            if indices is None:
+                # an expectation about the batch as a whole: every row shares the failure
+                failures.extend(QualityFailure(i, expectation, None) for i in range(len(entities)))
+                continue
+            values = details.get("unexpected_list") or [None] * len(indices)
+            for index, value in zip(indices, values, strict=False):
+                row = index if isinstance(index, int) else int(next(iter(dict(index).values())))
+                failures.append(QualityFailure(row, expectation, value))
+        return failures
+
+    def _definition(self, suite: QualitySuite) -> Any:
+        if suite.entity_type in self._definitions:
+            return self._definitions[suite.entity_type]
+        gx, gxe = _import_gx()
+        if self._context is None:
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            self._context = gx.get_context(mode="ephemeral")
+            self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            self._datasource = self._context.data_sources.add_pandas("citygov")
+        asset = self._datasource.add_dataframe_asset(suite.entity_type)
+        batch = asset.add_batch_definition_whole_dataframe(f"{suite.entity_type}-batch")
+        gx_suite = gx.ExpectationSuite(name=suite.entity_type)
+        for expectation in suite.expectations:
+            class_name = "".join(part.capitalize() for part in expectation.type.split("_"))
+            cls = getattr(gxe, class_name, None)
+            if cls is None:
+                raise ConfigurationError(
+                    f"quality suite {suite.entity_type}: unknown expectation {expectation.type!r}"
+                )
+            gx_suite.add_expectation(cls(**expectation.kwargs))
+        gx_suite = self._context.suites.add(gx_suite)
+        definition = self._context.validation_definitions.add(
+            gx.ValidationDefinition(data=batch, suite=gx_suite, name=f"{suite.entity_type}-quality")
+        )
+        self._definitions[suite.entity_type] = definition
+        return definition
+
+
+def _import_gx() -> tuple[Any, Any]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe

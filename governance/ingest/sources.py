@@ -1,0 +1,122 @@
+"""Readers that stream records out of files without loading them whole.
+
+A capture file holds one JSON object a line: ``{"topic": ..., "payload": ..., "received_at": ...}``.
+``payload`` is the message as text, as a JSON value (stored back as compact JSON), or, for binary
+payloads, base64 in ``payload_b64``. A line that cannot be unwrapped still becomes a record, carrying
+its defect, so that the pipeline quarantines it with the bytes as they were.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from governance.errors import InvalidRecordError
+from governance.ingest.message import RawMessage
+from governance.ingest.timeparse import parse_instant
+
+#: Room for the envelope around a payload in a capture line (topic, timestamps, JSON escaping).
+ENVELOPE_ALLOWANCE = 4096
+
+
+def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield ``(line number, bytes, truncated)``; a line longer than ``limit`` is cut and flagged.
+
+    Reading in bounded pieces keeps memory flat however long a hostile line is.
+    """
+    number = 0
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        truncated = False
+        if len(line) > limit and not line.endswith(b"\n"):
+            truncated = True
+            while True:  # skip the rest of the over-long line
+                rest = handle.readline(1 << 16)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        line = line.rstrip(b"\r\n")
+        if not line.strip() and not truncated:
+            continue
+        yield number, line, truncated
+
+
+def read_capture_lines(path: Path, *, received_at: datetime, max_bytes: int) -> Iterator[RawMessage]:
+    """Stream the records of a capture file."""
+    source = str(path)
+    with path.open("rb") as handle:
+        for number, line, truncated in read_lines_capped(handle, max_bytes + ENVELOPE_ALLOWANCE):
+            where = f"{source}:{number}"
+            if truncated:
+                yield RawMessage(
+                    payload=line,
+                    source=where,
+                    received_at=received_at,
+                    context={"line": number, "truncated": True},
+                    defect=InvalidRecordError(
+                        "payload_too_large",
+                        f"line {number} is longer than {max_bytes + ENVELOPE_ALLOWANCE} bytes; "
+                        "only its beginning is kept",
+                    ),
+                )
+                continue
+            yield unwrap_capture_line(line, where=where, number=number, received_at=received_at)
+
+
+def unwrap_capture_line(line: bytes, *, where: str, number: int, received_at: datetime) -> RawMessage:
+    """Turn one capture line into a message, or into a message that carries why it could not."""
+
+    def broken(reason: str, detail: str) -> RawMessage:
+        return RawMessage(
+            payload=line,
+            source=where,
+            received_at=received_at,
+            context={"line": number, "envelope": False},
+            defect=InvalidRecordError(reason, f"capture line {number}: {detail}"),
+        )
+
+    try:
+        envelope = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return broken("not_utf8", f"bytes are not UTF-8 (first bad byte at offset {uexc.start})")
+        return broken("invalid_json", f"not a JSON object ({exc})")
+    if not isinstance(envelope, dict):
+        return broken("invalid_envelope", "expected a JSON object with 'topic' and 'payload'")
+    payload: bytes
+    if "payload_b64" in envelope:
+        try:
+            payload = base64.b64decode(str(envelope["payload_b64"]), validate=True)
+        except (binascii.Error, ValueError):
+            return broken("invalid_envelope", "'payload_b64' is not valid base64")
+    elif "payload" in envelope:
+        payload = encode_payload(envelope["payload"])
+    else:
+        return broken("invalid_envelope", "neither 'payload' nor 'payload_b64' is present")
+    topic = envelope.get("topic")
+    if topic is not None and not isinstance(topic, str):
+        return broken("invalid_envelope", "'topic' must be a string")
+    when = received_at
+    if envelope.get("received_at") is not None:
+        try:
+            when = parse_instant(envelope["received_at"], field="received_at", zone=None)
+        except InvalidRecordError as exc:
+            return broken("invalid_envelope", exc.detail)
+    return RawMessage(payload=payload, source=where, received_at=when, topic=topic, context={"line": number})
+
+
+def encode_payload(value: Any) -> bytes:
+    """The payload bytes of a captured message: text as UTF-8, any other JSON value compactly."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return orjson.dumps(value)

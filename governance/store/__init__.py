@@ -1,0 +1,1 @@
+"""Storage: SQLModel tables, the engine, and repositories (the only place that writes SQL)."""

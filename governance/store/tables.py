@@ -1,0 +1,87 @@
+"""Tables of the collection stage: the message ledger, stored entities and the quarantine.
+
+Rows are written in batches through SQLAlchemy Core (``Table.insert()`` with many parameter sets);
+the SQLModel classes define the schema once for SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BytesType = LargeBinary().with_variant(BYTEA(), "postgresql")
+
+
+def _utc_column(*, index: bool = False, nullable: bool = False) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
+
+
+class IngestMessage(SQLModel, table=True):
+    """The ledger of every message ever seen, by fingerprint: the basis of idempotent ingest."""
+
+    __tablename__ = "ingest_message"
+
+    fingerprint: str = Field(primary_key=True, max_length=64)
+    adapter: str = Field(max_length=64)
+    status: str = Field(max_length=16, description="stored | quarantined")
+    received_at: datetime = _utc_column()
+    entity_count: int = 0
+
+
+class EntityRecord(SQLModel, table=True):
+    """One stored entity observation in key-values form, with its provenance."""
+
+    __tablename__ = "entity"
+    __table_args__ = (
+        UniqueConstraint("message_fingerprint", "entity_id", name="uq_entity_message"),
+        Index("ix_entity_type_observed", "entity_type", "observed_at"),
+    )
+
+    pk: int | None = Field(default=None, primary_key=True)
+    entity_id: str = Field(index=True, max_length=256)
+    entity_type: str = Field(max_length=64)
+    dataset: str = Field(index=True, max_length=64)
+    observed_at: datetime | None = _utc_column(nullable=True)
+    data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    adapter: str = Field(max_length=64)
+    adapter_version: str = Field(max_length=32)
+    source: str = Field(max_length=512)
+    received_at: datetime = _utc_column()
+    stored_at: datetime = _utc_column()
+    raw_sha256: str = Field(max_length=64)
+    message_fingerprint: str = Field(max_length=64)
+    removed_fields: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+
+
+class QuarantineRecord(SQLModel, table=True):
+    """A record that failed somewhere, kept with its raw bytes and a reason a person can act on."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_status_reason", "status", "reason"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(index=True, max_length=64)
+    adapter: str = Field(index=True, max_length=64)
+    adapter_version: str = Field(max_length=32)
+    config_ref: str | None = Field(default=None, max_length=1024)
+    source: str = Field(max_length=512)
+    topic: str | None = Field(default=None, max_length=1024)
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    received_at: datetime = _utc_column()
+    quarantined_at: datetime = _utc_column(index=True)
+    step: str = Field(max_length=32)
+    reason: str = Field(max_length=64)
+    detail: str = Field(max_length=2000)
+    field: str | None = Field(default=None, max_length=256)
+    payload: bytes = Field(sa_column=Column(BytesType, nullable=False))
+    payload_size: int
+    payload_sha256: str = Field(max_length=64)
+    payload_truncated: bool = False
+    status: str = Field(default="open", max_length=16, description="open | resolved")
+    attempts: int = 1
+    resolved_at: datetime | None = _utc_column(nullable=True)
