@@ -64,17 +64,17 @@ def localize(naive: datetime, tz: ZoneInfo, *, field: str, raw: str) -> datetime
     """Attach ``tz`` to a wall-clock time, refusing times that DST makes ambiguous or impossible."""
     early = naive.replace(tzinfo=tz, fold=0)
     late = naive.replace(tzinfo=tz, fold=1)
-    if early.utcoffset() != late.utcoffset():
-        raise InvalidRecordError(
-            "ambiguous_local_time",
-            f"'{field}' {raw!r} is ambiguous in {tz.key} (clocks go back at that hour)",
-            field=field,
-        )
     roundtrip = early.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
     if roundtrip != naive:
         raise InvalidRecordError(
             "nonexistent_local_time",
             f"'{field}' {raw!r} does not exist in {tz.key} (clocks go forward at that hour)",
+            field=field,
+        )
+    if early.utcoffset() != late.utcoffset():
+        raise InvalidRecordError(
+            "ambiguous_local_time",
+            f"'{field}' {raw!r} is ambiguous in {tz.key} (clocks go back at that hour)",
             field=field,
         )
     return early.astimezone(UTC)
