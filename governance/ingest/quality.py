@@ -8,6 +8,7 @@ the suites catch what structure lets through: implausible values, impossible pos
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -179,4 +180,9 @@ def _import_gx() -> tuple[Any, Any]:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    # its INFO lines (temporary docs sites, usage statistics) are noise in citygov's logs
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("great_expectations."):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return gx, gxe

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,10 +27,27 @@ from governance.ingest.timeparse import parse_instant
 ENVELOPE_ALLOWANCE = 4096
 
 
-def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, bool]]:
-    """Yield ``(line number, bytes, truncated)``; a line longer than ``limit`` is cut and flagged.
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a file; when it was longer than the limit, ``data`` is its beginning only."""
 
-    Reading in bounded pieces keeps memory flat however long a hostile line is.
+    number: int
+    data: bytes
+    size: int
+    """Length of the whole line, without its end-of-line bytes."""
+    sha256: str | None = None
+    """SHA-256 of the whole line, computed only for a line that was cut."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.data)
+
+
+def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[Line]:
+    """Yield the non-blank lines of ``handle``; a line longer than ``limit`` is cut to its beginning.
+
+    Reading in bounded pieces keeps memory flat however long a hostile line is; the size and hash of
+    a cut line are still computed over all of it, so the quarantine can say exactly what arrived.
     """
     number = 0
     while True:
@@ -36,39 +55,46 @@ def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes
         if not line:
             return
         number += 1
-        truncated = False
         if len(line) > limit and not line.endswith(b"\n"):
-            truncated = True
-            while True:  # skip the rest of the over-long line
+            digest = hashlib.sha256(line)
+            size = len(line)
+            while True:  # consume the rest of the over-long line
                 rest = handle.readline(1 << 16)
-                if not rest or rest.endswith(b"\n"):
+                if not rest:
                     break
-        line = line.rstrip(b"\r\n")
-        if not line.strip() and not truncated:
+                body = rest.rstrip(b"\r\n")
+                digest.update(body)
+                size += len(body)
+                if rest.endswith(b"\n"):
+                    break
+            yield Line(number, line[:limit], size, digest.hexdigest())
             continue
-        yield number, line, truncated
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield Line(number, line, len(line))
 
 
 def read_capture_lines(path: Path, *, received_at: datetime, max_bytes: int) -> Iterator[RawMessage]:
     """Stream the records of a capture file."""
     source = str(path)
     with path.open("rb") as handle:
-        for number, line, truncated in read_lines_capped(handle, max_bytes + ENVELOPE_ALLOWANCE):
-            where = f"{source}:{number}"
-            if truncated:
+        for line in read_lines_capped(handle, max_bytes + ENVELOPE_ALLOWANCE):
+            where = f"{source}:{line.number}"
+            if line.truncated:
                 yield RawMessage(
-                    payload=line,
+                    payload=line.data,
                     source=where,
                     received_at=received_at,
-                    context={"line": number, "truncated": True},
+                    context={"line": line.number, "truncated": True, "original_size": line.size,
+                             "original_sha256": line.sha256},
                     defect=InvalidRecordError(
                         "payload_too_large",
-                        f"line {number} is longer than {max_bytes + ENVELOPE_ALLOWANCE} bytes; "
-                        "only its beginning is kept",
+                        f"line {line.number} is {line.size} bytes, longer than "
+                        f"{max_bytes + ENVELOPE_ALLOWANCE}; only its beginning is kept",
                     ),
                 )
                 continue
-            yield unwrap_capture_line(line, where=where, number=number, received_at=received_at)
+            yield unwrap_capture_line(line.data, where=where, number=line.number, received_at=received_at)
 
 
 def unwrap_capture_line(line: bytes, *, where: str, number: int, received_at: datetime) -> RawMessage:

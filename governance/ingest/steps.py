@@ -13,6 +13,7 @@ from adapters.base import Adapter
 from governance.catalog import SchemaCatalog
 from governance.errors import InvalidRecordError
 from governance.ingest.batch import Batch, Record, Rejection
+from governance.ingest.message import ParsedEntity
 from governance.ingest.quality import QualityRunner
 
 log = logging.getLogger(__name__)
@@ -104,18 +105,19 @@ class QualityStep:
         self.runner = runner
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
-        by_type: dict[str, list[tuple[Record, int]]] = defaultdict(list)
+        by_type: dict[str, list[tuple[Record, ParsedEntity]]] = defaultdict(list)
         for record in batch.active():
-            for index, entity in enumerate(record.entities):
+            for entity in record.entities:
                 if self.runner.suite_for(entity.entity_type) is not None:
-                    by_type[entity.entity_type].append((record, index))
+                    by_type[entity.entity_type].append((record, entity))
         for entity_type, members in by_type.items():
-            failures = self.runner.check(entity_type, [r.entities[i].data for r, i in members])
+            # records rejected while checking an earlier type are still checked here, so that every
+            # failing entity is judged the same way whatever order the types come in
+            failures = self.runner.check(entity_type, [entity.data for _, entity in members])
             for failure in failures:
-                record, index = members[failure.row]
+                record, entity = members[failure.row]
                 if not record.active:
-                    continue  # already rejected by an earlier failure in this batch
-                entity = record.entities[index]
+                    continue  # the first failure found is the reason recorded
                 column = failure.expectation.column or ",".join(failure.expectation.columns())
                 value = f"={failure.value!r}" if failure.value is not None else ""
                 why = f" ({failure.expectation.why})" if failure.expectation.why else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -38,7 +38,6 @@ class EntityRecord(SQLModel, table=True):
 
     __tablename__ = "entity"
     __table_args__ = (
-        UniqueConstraint("message_fingerprint", "entity_id", name="uq_entity_message"),
         Index("ix_entity_type_observed", "entity_type", "observed_at"),
     )
 
@@ -54,7 +53,8 @@ class EntityRecord(SQLModel, table=True):
     received_at: datetime = _utc_column()
     stored_at: datetime = _utc_column()
     raw_sha256: str = Field(max_length=64)
-    message_fingerprint: str = Field(max_length=64)
+    message_fingerprint: str = Field(index=True, max_length=64)
+    """The ledger row this entity came from; one message may hold several observations of one thing."""
     removed_fields: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from pathlib import Path
 
 import orjson
@@ -59,7 +60,9 @@ def test_overlong_line_is_cut_flagged_and_reading_goes_on(tmp_path: Path) -> Non
     messages = list(read_capture_lines(path, received_at=FIXED_NOW, max_bytes=1000))
     assert len(messages) == 2
     assert messages[0].defect is not None and messages[0].defect.reason == "payload_too_large"
-    assert len(messages[0].payload) <= 1000 + 4096 + 1
+    assert len(messages[0].payload) == 1000 + 4096
+    assert messages[0].context["original_size"] == len(huge)
+    assert messages[0].context["original_sha256"] == hashlib.sha256(huge).hexdigest()
     assert messages[1].payload == b"ok" and messages[1].context["line"] == 2
 
 
