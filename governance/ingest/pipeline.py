@@ -10,9 +10,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from adapters.base import Adapter
@@ -28,6 +28,17 @@ from governance.store import entities, ledger, quarantine
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+
+class BatchObserver(Protocol):
+    """Told about every committed batch, inside its transaction (the audit log hooks in here).
+
+    Whatever it writes through ``conn`` commits or rolls back together with the batch itself.
+    """
+
+    def batch_committed(
+        self, conn: Connection, adapter: Adapter, batch: Batch, report: IngestReport, now: datetime
+    ) -> None: ...
 
 
 def utc_now() -> datetime:
@@ -56,8 +67,10 @@ class Pipeline:
         catalog: SchemaCatalog | None = None,
         steps: Sequence[Step] | None = None,
         clock: Clock = utc_now,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.engine = engine
+        self.observers = list(observers)
         self.settings = settings
         self.catalog = catalog or default_catalog()
         self.clock = clock
@@ -178,6 +191,8 @@ class Pipeline:
                     conn, record.retry_of, step=rejection.step, reason=rejection.reason,
                     detail=rejection.detail[:2000], field=rejection.field,
                 )
+            for observer in self.observers:
+                observer.batch_committed(conn, adapter, batch, report, now)
         return report
 
     def _quarantine_row(self, adapter: Adapter, record: Record, now: datetime) -> dict[str, Any]:
