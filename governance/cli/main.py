@@ -39,3 +39,7 @@ app.command("listen")(ingest.listen_command)
 app.command("entities")(ingest.entities_command)
 app.command("demo")(demo.demo_command)
 app.add_typer(quarantine.app, name="quarantine")
+
+
+if __name__ == "__main__":
+    app()
