@@ -89,8 +89,15 @@ def test_two_alerts_of_one_hub_get_two_ids_and_observations_keep_one() -> None:
 
 @pytest.mark.parametrize(
     ("confidence", "severity"),
-    [(None, "critical"), (0.93, "critical"), (0.8, "critical"), (0.62, "high"), (0.5, "high"), (0.2, "medium"),
-     (0, "medium")],
+    [
+        (None, "critical"),
+        (0.93, "critical"),
+        (0.8, "critical"),
+        (0.62, "high"),
+        (0.5, "high"),
+        (0.2, "medium"),
+        (0, "medium"),
+    ],
 )
 def test_fall_severity_follows_confidence(confidence: float | None, severity: str) -> None:
     assert fall_severity(confidence) == severity

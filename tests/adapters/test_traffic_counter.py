@@ -174,8 +174,17 @@ def test_identifying_fields_are_removed_and_named_never_stored() -> None:
     for entity in entities:
         assert entity.removed_fields == expected
     dumped = orjson.dumps([e.data for e in entities]).decode()
-    for secret in ("1234KLM", "9999ZZZ", "face-8812a", "a4:5e:60", "3c:22:fb", "bt-77a1c0", "2140112345",
-                   "f-0091bb", "7777QQQ"):
+    for secret in (
+        "1234KLM",
+        "9999ZZZ",
+        "face-8812a",
+        "a4:5e:60",
+        "3c:22:fb",
+        "bt-77a1c0",
+        "2140112345",
+        "f-0091bb",
+        "7777QQQ",
+    ):
         assert secret not in dumped
     # the counts themselves are unchanged by the removal
     assert by_id(entities)["urn:ngsi-ld:TrafficFlowObserved:TC-17"]["intensity"] == 38

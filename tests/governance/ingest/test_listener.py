@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -74,12 +74,11 @@ def topic_root() -> str:
 
 
 @pytest.fixture
-def make_listener(engine: Engine, settings: Settings, mqtt_url: str, topic_root: str) -> Iterator[
-        Callable[..., Listener]]:
+def make_listener(engine: Engine, settings: Settings, mqtt_url: str, topic_root: str) -> Callable[..., Listener]:
     def build(client_id: str | None = None, eng: Engine | None = None) -> Listener:
         return Listener(Pipeline(eng or engine, settings), CareHubAdapter(), url=mqtt_url, topic=f"{topic_root}/#",
                         client_id=client_id or f"t-{uuid.uuid4().hex[:8]}", flush_seconds=0.1)
-    yield build
+    return build
 
 
 def test_good_and_malformed_messages(make_listener: Callable[..., Listener], engine: Engine, mqtt_url: str,
