@@ -75,9 +75,22 @@ class EntitySchema:
 
     @property
     def relationships(self) -> frozenset[str]:
-        """Properties that point at other entities (``ref*``), NGSI-LD Relationships."""
+        """Properties that point at other entities: NGSI-LD Relationships.
+
+        Smart Data Models name them ``ref*``; the few that are not (``Device.controlledAsset``) are
+        marked ``"x-ngsi-type": "Relationship"`` in our schema.
+        """
         return frozenset(
-            name for name in self.document.get("properties", {}) if name.startswith("ref")
+            name
+            for name, prop in self.document.get("properties", {}).items()
+            if name.startswith("ref") or prop.get("x-ngsi-type") == "Relationship"
+        )
+
+    @property
+    def date_times(self) -> frozenset[str]:
+        """Properties holding one instant (``format: date-time``), NGSI-LD ``DateTime`` values."""
+        return frozenset(
+            name for name, prop in self.document.get("properties", {}).items() if prop.get("format") == "date-time"
         )
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from governance.catalog import EntitySchema
 
 _GEO = {"location"}
-_TEMPORAL_PREFIXES = ("date",)
 
 
 def to_ngsi_ld(entity: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
@@ -18,6 +17,7 @@ def to_ngsi_ld(entity: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
     """
     out: dict[str, Any] = {"id": entity["id"], "type": entity["type"]}
     relationships = schema.relationships
+    date_times = schema.date_times
     for name, value in entity.items():
         if name in ("id", "type"):
             continue
@@ -25,7 +25,7 @@ def to_ngsi_ld(entity: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
             out[name] = {"type": "GeoProperty", "value": value}
         elif name in relationships:
             out[name] = {"type": "Relationship", "object": value}
-        elif name.startswith(_TEMPORAL_PREFIXES) and isinstance(value, str) and _is_datetime(schema, name):
+        elif name in date_times and isinstance(value, str):
             out[name] = {"type": "Property", "value": {"@type": "DateTime", "@value": value}}
         else:
             prop: dict[str, Any] = {"type": "Property", "value": value}
@@ -35,7 +35,3 @@ def to_ngsi_ld(entity: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
     out["@context"] = list(schema.context)
     return out
 
-
-def _is_datetime(schema: EntitySchema, name: str) -> bool:
-    prop = schema.document.get("properties", {}).get(name, {})
-    return bool(prop.get("format") == "date-time")
