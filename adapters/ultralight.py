@@ -1,0 +1,729 @@
+"""FIWARE UltraLight 2.0 measures over MQTT, mapped with IoT Agent style device provisioning.
+
+A device publishes ``t|21.4|h|56|pm25|12.5`` on ``/ul/<apikey>/<device_id>/attrs`` (or
+``/<apikey>/<device_id>/attrs``, as the IoT Agent also accepts). Measure groups are separated by
+``#``; a group may start with its own timestamp (``2024-05-01T10:00:00Z|t|21.4``), and a measure
+mapped to ``TimeInstant`` sets the time too. One value may also arrive alone on
+``.../attrs/<object_id>``. The configuration mirrors the IoT Agent provisioning API (service groups
+and devices, with ``attributes`` and ``static_attributes``); nothing that is not provisioned is
+mapped, and units declared in ``metadata.unitCode`` are converted to the schema's units.
+
+The table of monitoring quantities (``QUANTITIES``) and the unit conversions are shared by the three
+monitoring adapters (``ultralight``, ``ttn-v3``, ``department-csv``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, model_validator
+
+from adapters.base import Adapter, AdapterConfig
+from adapters.fields import decode_text, describe
+from governance.errors import ConfigurationError, InvalidRecordError
+from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
+from governance.ingest.timeparse import parse_instant, utc_iso, zone
+
+# --------------------------------------------------------------------------------------------------
+# Monitoring quantities and units (shared by the monitoring adapters)
+# --------------------------------------------------------------------------------------------------
+
+ObservedType = Literal["AirQualityObserved", "NoiseLevelObserved", "WeatherObserved"]
+OBSERVED_TYPES: tuple[str, ...] = ("AirQualityObserved", "NoiseLevelObserved", "WeatherObserved")
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A measured property of a standard type: its unit in the schema and its plausible range."""
+
+    unit: str
+    """UN/CEFACT code of the unit the official model uses for this property."""
+    minimum: float
+    maximum: float
+    controlled: str
+    """The ``Device.controlledProperty`` value for a device that measures it."""
+
+
+def _q(unit: str, minimum: float, maximum: float, controlled: str) -> Quantity:
+    return Quantity(unit, minimum, maximum, controlled)
+
+
+_TEMPERATURE = _q("CEL", -90, 70, "temperature")
+_HUMIDITY = _q("C62", 0, 1, "humidity")  # the official models use a fraction 0..1, not percent
+_PRESSURE = _q("A97", 300, 1100, "atmosphericPressure")  # hPa
+_WIND_SPEED = _q("MTS", 0, 120, "windSpeed")
+_PRECIPITATION = _q("MMT", 0, 2000, "precipitation")  # mm = litres per square metre
+_PARTICLES = _q("GQ", 0, 10_000, "airPollution")  # µg/m³
+_GAS = _q("GQ", 0, 100_000, "airPollution")
+_NOISE = _q("2N", 0, 200, "noiseLevel")  # dB(A)
+
+#: What each observed type can carry as a measured number, in the unit of the official model.
+QUANTITIES: Mapping[str, Mapping[str, Quantity]] = {
+    "AirQualityObserved": {
+        "pm1": _PARTICLES,
+        "pm25": _PARTICLES,
+        "pm4": _PARTICLES,
+        "pm10": _PARTICLES,
+        "no": _GAS,
+        "no2": _GAS,
+        "nox": _GAS,
+        "o3": _GAS,
+        "so2": _GAS,
+        "c6h6": _GAS,
+        "sh2": _GAS,
+        "co": _q("GP", 0, 1000, "airPollution"),  # mg/m³, as in the official example
+        "temperature": _TEMPERATURE,
+        "relativeHumidity": _HUMIDITY,
+        "pressure": _PRESSURE,
+        "windSpeed": _WIND_SPEED,
+        "windDirection": _q("DD", -180, 180, "windDirection"),  # this model uses -180..180
+        "precipitation": _PRECIPITATION,
+    },
+    "NoiseLevelObserved": {
+        "LAeq": _NOISE,
+        "LAmax": _NOISE,
+        "LAS": _NOISE,
+        "LAeq_d": _NOISE,
+    },
+    "WeatherObserved": {
+        "temperature": _TEMPERATURE,
+        "feelsLikeTemperature": _TEMPERATURE,
+        "dewPoint": _TEMPERATURE,
+        "relativeHumidity": _HUMIDITY,
+        "atmosphericPressure": _PRESSURE,
+        "windSpeed": _WIND_SPEED,
+        "gustSpeed": _WIND_SPEED,
+        "windDirection": _q("DD", 0, 360, "windDirection"),
+        "precipitation": _PRECIPITATION,
+        "illuminance": _q("LUX", 0, 200_000, "light"),
+        "solarRadiation": _q("D54", 0, 2000, "solarRadiation"),  # W/m²
+        "snowHeight": _q("CMT", 0, 5000, "depth"),
+    },
+}
+
+#: (from, to) → conversion. Only exact, physical conversions: ppm/ppb ↔ µg/m³ depends on the gas,
+#: temperature and pressure, so it is refused rather than assumed.
+CONVERSIONS: Mapping[tuple[str, str], Callable[[float], float]] = {
+    ("FAH", "CEL"): lambda v: (v - 32) * 5 / 9,
+    ("KEL", "CEL"): lambda v: v - 273.15,
+    ("P1", "C62"): lambda v: v / 100,
+    ("PAL", "A97"): lambda v: v / 100,
+    ("KPA", "A97"): lambda v: v * 10,
+    ("MBR", "A97"): lambda v: v,  # millibar = hectopascal
+    ("KMH", "MTS"): lambda v: v / 3.6,
+    ("KNT", "MTS"): lambda v: v * 1852 / 3600,
+    ("HM", "MTS"): lambda v: v * 0.44704,  # mile per hour
+    ("GP", "GQ"): lambda v: v * 1000,
+    ("GQ", "GP"): lambda v: v / 1000,
+    ("INH", "MMT"): lambda v: v * 25.4,
+    ("MMT", "CMT"): lambda v: v / 10,
+}
+
+#: Converted values are rounded to this many decimals: far below any sensor's resolution, but it
+#: removes binary floating-point noise (55.3 / 100 → 0.553, not 0.5529999999999999).
+CONVERTED_DECIMALS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureRule:
+    """How one input value becomes one property: the quantity, and the conversion from the input unit."""
+
+    entity_type: str
+    prop: str
+    quantity: Quantity
+    source_unit: str
+    convert: Callable[[float], float] | None
+    """``None`` when the input is already in the schema's unit."""
+
+    def apply(self, value: float | int, *, field: str) -> float | int:
+        """The value in the schema's unit, or ``out_of_range`` naming the field and both units."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRecordError("out_of_range", f"field '{field}' is not a finite number", field=field)
+        out: float | int = value
+        if self.convert is not None:
+            out = round(self.convert(value), CONVERTED_DECIMALS)
+        q = self.quantity
+        if not q.minimum <= out <= q.maximum:
+            shown = f"{value!r} {self.source_unit}"
+            if self.convert is not None:
+                shown += f" (= {out!r} {q.unit})"
+            raise InvalidRecordError(
+                "out_of_range",
+                f"field '{field}' is {shown}, outside the plausible range [{q.minimum}, {q.maximum}] "
+                f"{q.unit} for {self.entity_type}.{self.prop}",
+                field=field,
+            )
+        return out
+
+
+def measure_rule(entity_type: str, prop: str, unit: str | None) -> MeasureRule:
+    """The rule for ``prop`` of ``entity_type`` given in ``unit`` (``None``: the schema's unit).
+
+    Raises ``ValueError`` (a configuration problem) for a property the type does not have or a unit
+    that cannot be converted exactly.
+    """
+    props = QUANTITIES.get(entity_type)
+    if props is None:
+        raise ValueError(f"entity type {entity_type!r} is not one of {', '.join(OBSERVED_TYPES)}")
+    quantity = props.get(prop)
+    if quantity is None:
+        raise ValueError(f"{entity_type} has no measured property {prop!r} (known: {', '.join(sorted(props))})")
+    if unit is None or unit == quantity.unit:
+        return MeasureRule(entity_type, prop, quantity, quantity.unit, None)
+    convert = CONVERSIONS.get((unit, quantity.unit))
+    if convert is None:
+        convertible = sorted(src for (src, dst) in CONVERSIONS if dst == quantity.unit)
+        raise ValueError(
+            f"{entity_type}.{prop} is in {quantity.unit}; unit {unit!r} cannot be converted to it "
+            f"(accepted: {', '.join([quantity.unit, *convertible])})"
+        )
+    return MeasureRule(entity_type, prop, quantity, unit, convert)
+
+
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+_MAX_NUMBER_CHARS = 40
+
+
+def parse_decimal(text: str, *, field: str, decimal: str = ".") -> float | int:
+    """A number written as text, strictly: no NaN, no infinities, no thousands separators, no hex.
+
+    With ``decimal=","`` the comma is the decimal mark ("55,3"); a point is then refused, since
+    "1.013,2" and "1.013" cannot be told apart from thousands separators.
+    """
+    raw = text.strip()
+    if not raw:
+        raise InvalidRecordError("missing_field", f"field '{field}' is empty", field=field)
+    if len(raw) > _MAX_NUMBER_CHARS:
+        raise InvalidRecordError("wrong_type", f"field '{field}' is not a number ({len(raw)} characters)", field=field)
+    if decimal == ",":
+        if "." in raw:
+            raise InvalidRecordError(
+                "wrong_type",
+                f"field '{field}' is {raw!r}: a '.' where the decimal mark is ',' "
+                "(thousands separators are not accepted)",
+                field=field,
+            )
+        raw = raw.replace(",", ".")
+    if not _DECIMAL.fullmatch(raw):
+        raise InvalidRecordError("wrong_type", f"field '{field}' must be a number, got {describe(text)}", field=field)
+    if "." in raw or "e" in raw or "E" in raw:
+        return float(raw)
+    return int(raw)
+
+
+def geo_point(lon: float, lat: float, *, where: str) -> dict[str, Any]:
+    """A GeoJSON Point, or ``ValueError`` when the coordinates are not a place on Earth."""
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise ValueError(f"{where}: [{lon}, {lat}] is not [longitude, latitude] in WGS84")
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+#: A local id that is safe inside an NGSI-LD URN and matches the official id pattern.
+LOCAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+
+
+def device_urn(device_id: str) -> str:
+    return entity_urn("Device", device_id)
+
+
+def observation_period(start: datetime, end: datetime) -> dict[str, str]:
+    """The time properties of an observation over a period (NoiseLevelObserved).
+
+    ``dateObserved`` is the ISO 8601 interval ``from/to``, as the official model describes it.
+    """
+    begin, finish = utc_iso(start), utc_iso(end)
+    return {"dateObservedFrom": begin, "dateObservedTo": finish, "dateObserved": f"{begin}/{finish}"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Provisioning (mirrors the IoT Agent provisioning API)
+# --------------------------------------------------------------------------------------------------
+
+#: Attribute name that carries the observation time, as in FIWARE IoT Agents.
+TIME_INSTANT = "TimeInstant"
+_NUMBER_TYPES = frozenset({"Number", "Float", "Integer"})
+_TIME_TYPES = frozenset({"DateTime", "ISO8601"})
+
+#: Static attributes copied into the entity (besides ``location``), with the types they may have.
+STATIC_TEXT: Mapping[str, frozenset[str]] = {
+    "name": frozenset(OBSERVED_TYPES),
+    "description": frozenset(OBSERVED_TYPES),
+    "dataProvider": frozenset(OBSERVED_TYPES),
+    "areaServed": frozenset({"AirQualityObserved"}),
+    "typeofLocation": frozenset({"AirQualityObserved"}),
+    "sonometerClass": frozenset({"NoiseLevelObserved"}),
+    "refPointOfInterest": frozenset(OBSERVED_TYPES),
+}
+
+#: Static properties whose official model allows only some values.
+STATIC_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "typeofLocation": ("indoor", "outdoor"),
+    "sonometerClass": ("0", "1", "2"),
+}
+
+
+class Metadatum(AdapterConfig):
+    """One attribute metadata item, NGSI v2 style: ``{"type": "Text", "value": "CEL"}``."""
+
+    type: str = "Text"
+    value: Any
+
+
+class ProvisionedAttribute(AdapterConfig):
+    """An active attribute: the measure ``object_id`` in the payload becomes property ``name``."""
+
+    object_id: str | None = None
+    """The key in the UltraLight payload; defaults to ``name``, as in the IoT Agent."""
+    name: str = Field(min_length=1)
+    type: str = "Number"
+    metadata: dict[str, Metadatum] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.object_id or self.name
+
+    @property
+    def unit_code(self) -> str | None:
+        item = self.metadata.get("unitCode")
+        if item is None:
+            return None
+        if not isinstance(item.value, str) or not item.value:
+            raise ValueError(f"attribute {self.name!r}: metadata.unitCode.value must be a UN/CEFACT code")
+        return item.value
+
+
+class StaticAttribute(AdapterConfig):
+    """A value that is the same in every entity of a device (its location, its name)."""
+
+    name: str = Field(min_length=1)
+    type: str
+    value: Any
+    metadata: dict[str, Metadatum] = Field(default_factory=dict)
+
+
+class ObservationWindow(AdapterConfig):
+    """citygov extension for NoiseLevelObserved: the period each measure covers.
+
+    ``time_marks`` says whether the measure time is the ``end`` (usual: a device reports a window
+    after it closes) or the ``start`` of the window.
+    """
+
+    seconds: int = Field(gt=0, le=31 * 86400)
+    time_marks: Literal["start", "end"]
+
+
+class _IotAgentFields(AdapterConfig):
+    """Fields of the IoT Agent provisioning API that are accepted so a real file loads, and ignored.
+
+    citygov never provisions devices on the fly (``autoprovision``), sends no commands
+    (``commands``, ``lazy``) and maps only provisioned attributes whatever ``explicitAttrs`` says.
+    """
+
+    service: str | None = None
+    subservice: str | None = None
+    protocol: str | None = None
+    transport: str | None = None
+    cbroker: str | None = None
+    trust: str | None = None
+    description: str | None = None
+    timestamp: bool | None = None
+    autoprovision: bool | None = None
+    explicitAttrs: bool | None = None  # noqa: N815 (the IoT Agent's spelling)
+    lazy: list[dict[str, Any]] = Field(default_factory=list)
+    commands: list[dict[str, Any]] = Field(default_factory=list)
+    internal_attributes: list[dict[str, Any]] | dict[str, Any] | None = None
+
+
+class ServiceGroup(_IotAgentFields):
+    """A service group (``/iot/services``): one API key and the defaults of its devices."""
+
+    apikey: str = Field(min_length=1)
+    entity_type: ObservedType | None = None
+    resource: str = "/iot/d"
+    timezone: str | None = None
+    attributes: list[ProvisionedAttribute] = Field(default_factory=list)
+    static_attributes: list[StaticAttribute] = Field(default_factory=list)
+    observation_window: ObservationWindow | None = None
+
+
+class ProvisionedDevice(_IotAgentFields):
+    """A provisioned device (``/iot/devices``); its settings override its service group's."""
+
+    device_id: str = Field(min_length=1)
+    entity_name: str | None = None
+    entity_type: ObservedType | None = None
+    apikey: str | None = None
+    timezone: str | None = None
+    endpoint: str | None = None
+    polling: bool | None = None
+    attributes: list[ProvisionedAttribute] = Field(default_factory=list)
+    static_attributes: list[StaticAttribute] = Field(default_factory=list)
+    observation_window: ObservationWindow | None = None
+
+
+class UltraLightConfig(AdapterConfig):
+    """Provisioning file: ``{"services": [...], "devices": [...]}`` as the IoT Agent API takes them."""
+
+    services: list[ServiceGroup] = Field(default_factory=list)
+    devices: list[ProvisionedDevice] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_provisioning(self) -> UltraLightConfig:
+        resolve_provisioning(self)  # raises ValueError naming the device and the problem
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """A provisioned measure: a number (``rule``) or the observation time (``rule is None``)."""
+
+    name: str
+    rule: MeasureRule | None
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePlan:
+    """Everything needed to map one device's messages, resolved once from the provisioning."""
+
+    apikey: str
+    device_id: str
+    entity_id: str
+    entity_type: str
+    tz: ZoneInfo | None
+    window: ObservationWindow | None
+    active: Mapping[str, _Active]
+    static: Mapping[str, Any] = field(default_factory=dict)
+
+
+def resolve_provisioning(config: UltraLightConfig) -> dict[tuple[str, str], DevicePlan]:
+    """Every device keyed by (API key, device id); ``ValueError`` for anything inconsistent."""
+    services: dict[str, ServiceGroup] = {}
+    for group in config.services:
+        if group.apikey in services:
+            raise ValueError(f"API key {group.apikey!r} is provisioned twice in services")
+        services[group.apikey] = group
+    plans: dict[tuple[str, str], DevicePlan] = {}
+    for device in config.devices:
+        where = f"device {device.device_id!r}"
+        if device.apikey is not None:
+            apikey = device.apikey
+        elif len(services) == 1:
+            apikey = next(iter(services))
+        else:
+            raise ValueError(f"{where} has no apikey and there are {len(services)} service groups")
+        service = services.get(apikey)
+        if (apikey, device.device_id) in plans:
+            raise ValueError(f"{where} is provisioned twice under the same API key")
+        plans[(apikey, device.device_id)] = _plan(device, service, apikey, where)
+    return plans
+
+
+def _plan(device: ProvisionedDevice, service: ServiceGroup | None, apikey: str, where: str) -> DevicePlan:
+    entity_type = device.entity_type or (service.entity_type if service else None)
+    if entity_type is None:
+        raise ValueError(f"{where}: no entity_type on the device or its service group")
+    if not LOCAL_ID.fullmatch(device.device_id):
+        raise ValueError(f"{where}: device_id must be letters, digits, '.', '_' or '-' (at most 100)")
+    entity_id = _entity_id(entity_type, device.entity_name or device.device_id, where)
+    tz_name = device.timezone or (service.timezone if service else None)
+    try:
+        tz = zone(tz_name) if tz_name else None
+    except ConfigurationError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    window = device.observation_window or (service.observation_window if service else None)
+    if entity_type == "NoiseLevelObserved" and window is None:
+        raise ValueError(
+            f"{where}: NoiseLevelObserved needs an observation period; set observation_window "
+            '{"seconds": ..., "time_marks": "end"|"start"} on the device or its service group'
+        )
+    merged: dict[str, ProvisionedAttribute] = {}
+    for attr in [*(service.attributes if service else []), *device.attributes]:
+        merged[attr.key] = attr  # a device attribute overrides the group's one with the same object_id
+    active: dict[str, _Active] = {}
+    names: dict[str, str] = {}
+    for key, attr in merged.items():
+        if attr.name in names:
+            raise ValueError(f"{where}: object_ids {names[attr.name]!r} and {key!r} both map to {attr.name!r}")
+        names[attr.name] = key
+        active[key] = _active(attr, entity_type, f"{where}, attribute {attr.name!r}")
+    if not any(a.rule is not None for a in active.values()):
+        raise ValueError(f"{where}: no measured attribute is provisioned")
+    static: dict[str, Any] = {}
+    statics = {s.name: s for s in [*(service.static_attributes if service else []), *device.static_attributes]}
+    for name, item in statics.items():
+        static[name] = _static_value(item, entity_type, f"{where}, static attribute {name!r}")
+    if "location" not in static:
+        raise ValueError(f"{where}: no static attribute 'location' (the standard types require one)")
+    return DevicePlan(apikey, device.device_id, entity_id, entity_type, tz, window, active, static)
+
+
+def _entity_id(entity_type: str, name: str, where: str) -> str:
+    prefix = f"urn:ngsi-ld:{entity_type}:"
+    if name.startswith("urn:ngsi-ld:"):
+        if not name.startswith(prefix):
+            raise ValueError(f"{where}: entity_name {name!r} is not an id of type {entity_type}")
+        local = name[len(prefix) :]
+    else:
+        local = name
+    if not LOCAL_ID.fullmatch(local):
+        raise ValueError(f"{where}: entity_name {name[:60]!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    return entity_urn(entity_type, local)
+
+
+def _active(attr: ProvisionedAttribute, entity_type: str, where: str) -> _Active:
+    if attr.name == TIME_INSTANT:
+        if attr.type not in _TIME_TYPES:
+            raise ValueError(f"{where}: TimeInstant must have type DateTime or ISO8601")
+        return _Active(attr.name, None)
+    if attr.type not in _NUMBER_TYPES:
+        raise ValueError(f"{where}: type {attr.type!r} is not mapped (only Number attributes and TimeInstant)")
+    try:
+        rule = measure_rule(entity_type, attr.name, attr.unit_code)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return _Active(attr.name, rule)
+
+
+def _static_value(item: StaticAttribute, entity_type: str, where: str) -> Any:
+    if item.name == "location":
+        return _static_location(item, where)
+    allowed = STATIC_TEXT.get(item.name)
+    if allowed is None or entity_type not in allowed:
+        names = sorted(n for n, types in STATIC_TEXT.items() if entity_type in types)
+        raise ValueError(f"{where}: not a static property of {entity_type} (known: location, {', '.join(names)})")
+    if not isinstance(item.value, str) or not item.value:
+        raise ValueError(f"{where}: value must be a non-empty string")
+    choices = STATIC_CHOICES.get(item.name)
+    if choices is not None and item.value not in choices:
+        raise ValueError(f"{where}: value must be one of {', '.join(choices)}")
+    return item.value
+
+
+def _static_location(item: StaticAttribute, where: str) -> dict[str, Any]:
+    value = item.value
+    if item.type == "geo:point":
+        # NGSI v2 simple location: "latitude, longitude"
+        try:
+            lat_text, lon_text = str(value).split(",")
+            return geo_point(float(lon_text), float(lat_text), where=where)
+        except ValueError as exc:
+            raise ValueError(f"{where}: geo:point must be 'latitude, longitude' ({exc})") from None
+    if item.type != "geo:json":
+        raise ValueError(f"{where}: type must be geo:json (a GeoJSON Point) or geo:point")
+    if not isinstance(value, dict) or value.get("type") != "Point":
+        raise ValueError(f"{where}: value must be a GeoJSON Point")
+    coords = value.get("coordinates")
+    if (
+        not isinstance(coords, list)
+        or len(coords) not in (2, 3)
+        or not all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)
+    ):
+        raise ValueError(f"{where}: coordinates must be [longitude, latitude] numbers")
+    point = geo_point(coords[0], coords[1], where=where)
+    point["coordinates"] = list(coords)
+    return point
+
+
+# --------------------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------------------
+
+_COMMAND_TOPICS = frozenset({"cmd", "cmdexe", "configuration"})
+_MAX_GROUPS = 100
+
+
+@dataclass(slots=True)
+class _Group:
+    """One parsed measure group: its time and its mapped values."""
+
+    moment: datetime
+    values: dict[str, float | int]
+
+
+class UltraLightAdapter(Adapter):
+    """UltraLight 2.0 measures → AirQualityObserved / NoiseLevelObserved / WeatherObserved."""
+
+    name = "ultralight"
+    version = "1.0.0"
+    module = "monitoring"
+    source_format = "UltraLight 2.0 text 'k|v|k|v' (groups '#', optional timestamp) on /ul/<apikey>/<device>/attrs"
+    target_types = OBSERVED_TYPES
+    transport = "mqtt"
+    config_model = UltraLightConfig
+    requires_config = True
+
+    def __init__(self, config: AdapterConfig | None = None, *, config_ref: str | None = None) -> None:
+        super().__init__(config, config_ref=config_ref)
+        assert isinstance(self.config, UltraLightConfig)
+        try:
+            self._plans = resolve_provisioning(self.config)
+        except ValueError as exc:  # only reachable if the model was built without validation
+            raise ConfigurationError(str(exc)) from exc
+        self._apikeys = {service.apikey for service in self.config.services} | {
+            plan.apikey for plan in self._plans.values()
+        }
+
+    def parse(self, message: RawMessage) -> list[ParsedEntity]:
+        apikey, device_id, single = self._route(message.topic)
+        if apikey not in self._apikeys:
+            raise InvalidRecordError(
+                "unknown_apikey", f"API key {apikey[:40]!r} in the topic is not provisioned", field="topic"
+            )
+        plan = self._plans.get((apikey, device_id))
+        if plan is None:
+            raise InvalidRecordError(
+                "unknown_device",
+                f"device {device_id[:60]!r} is not provisioned under API key {apikey[:40]!r}",
+                field="topic",
+            )
+        text = decode_text(message.payload).rstrip("\r\n ")
+        if single is not None:
+            if not text or "|" in text or "#" in text:
+                raise InvalidRecordError(
+                    "ul_syntax",
+                    f"a message on .../attrs/{single[:40]} must carry one plain value",
+                    field=single,
+                )
+            groups = [self._group(plan, None, [(single, text)], message.received_at)]
+        else:
+            groups = [self._group(plan, stamp, pairs, message.received_at) for stamp, pairs in split_measures(text)]
+        return [self._entity(plan, moment, values) for moment, values in merge_by_time(groups)]
+
+    # -- topic ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _route(topic: str | None) -> tuple[str, str, str | None]:
+        """(API key, device id, single attribute or None) from an IoT Agent measure topic."""
+        if not topic:
+            raise InvalidRecordError(
+                "missing_field",
+                "the message has no MQTT topic (expected /ul/<apikey>/<device>/attrs)",
+                field="topic",
+            )
+        parts = topic.strip("/").split("/")
+        if len(parts) >= 4 and parts[0] == "ul" and parts[3] in ("attrs", *_COMMAND_TOPICS):
+            parts = parts[1:]
+        if len(parts) >= 3 and all(parts[:3]) and parts[2] in _COMMAND_TOPICS:
+            raise InvalidRecordError(
+                "not_a_measure",
+                f"topic '{topic[:100]}' carries a command or configuration message ({parts[2]}), not measures",
+                field="topic",
+            )
+        if len(parts) in (3, 4) and parts[2] == "attrs" and all(parts):
+            return parts[0], parts[1], parts[3] if len(parts) == 4 else None
+        raise InvalidRecordError(
+            "invalid_topic",
+            f"topic '{topic[:100]}' is not /ul/<apikey>/<device>/attrs[/<object_id>] "
+            "or /<apikey>/<device>/attrs[/<object_id>]",
+            field="topic",
+        )
+
+    # -- measures ---------------------------------------------------------------------------------
+
+    def _group(
+        self, plan: DevicePlan, stamp: str | None, pairs: list[tuple[str, str]], received_at: datetime
+    ) -> _Group:
+        moment: datetime | None = None
+        if stamp is not None:
+            moment = parse_instant(stamp, field=TIME_INSTANT, zone=plan.tz)
+        values: dict[str, float | int] = {}
+        for key, raw in pairs:
+            active = plan.active.get(key)
+            if active is None:
+                known = ", ".join(sorted(plan.active))
+                raise InvalidRecordError(
+                    "unknown_attribute",
+                    f"measure '{key[:40]}' is not provisioned for device {plan.device_id!r} (known: {known})",
+                    field=key[:64],
+                )
+            if active.rule is None:  # TimeInstant
+                instant = parse_instant(raw, field=key, zone=plan.tz)
+                if moment is not None and instant != moment:
+                    raise InvalidRecordError(
+                        "conflicting_values",
+                        f"the group carries two different times (leading timestamp and '{key}')",
+                        field=key,
+                    )
+                moment = instant
+                continue
+            number = parse_decimal(raw, field=key)
+            values[active.name] = active.rule.apply(number, field=key)
+        if not values:
+            raise InvalidRecordError("missing_field", "a measure group carries no measured value")
+        return _Group(moment or received_at, values)
+
+    def _entity(self, plan: DevicePlan, moment: datetime, values: dict[str, float | int]) -> ParsedEntity:
+        data: dict[str, Any] = {"id": plan.entity_id, "type": plan.entity_type}
+        if plan.entity_type == "NoiseLevelObserved":
+            assert plan.window is not None
+            span = timedelta(seconds=plan.window.seconds)
+            start, end = (moment - span, moment) if plan.window.time_marks == "end" else (moment, moment + span)
+            data.update(observation_period(start, end))
+        else:
+            data["dateObserved"] = utc_iso(moment)
+        data.update(plan.static)
+        data.update(values)
+        data["refDevice"] = device_urn(plan.device_id)
+        return ParsedEntity(data)
+
+
+def split_measures(text: str) -> list[tuple[str | None, list[tuple[str, str]]]]:
+    """UltraLight 2.0 measure groups: ``[(timestamp or None, [(key, value), ...]), ...]``.
+
+    As in the IoT Agent: groups are split on ``#``, fields on ``|``; a leading ``|`` is dropped; empty
+    fields are refused; an odd number of fields means the first one is the group's timestamp.
+    A key repeated in one group is refused rather than resolved (which value would be right?).
+    """
+    if not text:
+        raise InvalidRecordError("ul_syntax", "the payload is empty")
+    groups = text.split("#")
+    if len(groups) > _MAX_GROUPS:
+        raise InvalidRecordError("ul_syntax", f"the payload has {len(groups)} measure groups (at most {_MAX_GROUPS})")
+    parsed: list[tuple[str | None, list[tuple[str, str]]]] = []
+    for number, group in enumerate(groups, start=1):
+        fields = (group[1:] if group.startswith("|") else group).split("|")
+        if any(not f for f in fields):
+            raise InvalidRecordError(
+                "ul_syntax", f"measure group {number} has an empty field (check for '||', a trailing '|' or '#')"
+            )
+        stamp: str | None = None
+        if len(fields) % 2 == 1:
+            if len(fields) == 1 or not fields[0][:1].isdigit():
+                raise InvalidRecordError(
+                    "ul_syntax",
+                    f"measure group {number} has an odd number of fields ({len(fields)}) and does not start "
+                    "with a timestamp: a key lacks its value",
+                )
+            stamp, fields = fields[0], fields[1:]
+        pairs = list(zip(fields[0::2], fields[1::2], strict=True))
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidRecordError(
+                    "ul_syntax", f"measure group {number} carries '{key[:40]}' twice", field=key[:64]
+                )
+            seen.add(key)
+        parsed.append((stamp, pairs))
+    return parsed
+
+
+def merge_by_time(groups: list[_Group]) -> list[tuple[datetime, dict[str, float | int]]]:
+    """Groups observed at the same instant form one observation; a property given twice differently is refused."""
+    merged: dict[datetime, dict[str, float | int]] = {}
+    for group in groups:
+        target = merged.setdefault(group.moment, {})
+        for name, value in group.values.items():
+            if name in target and target[name] != value:
+                raise InvalidRecordError(
+                    "conflicting_values",
+                    f"'{name}' has two different values at {utc_iso(group.moment)} in one message",
+                    field=name,
+                )
+            target[name] = value
+    return list(merged.items())  # in the order the groups came
