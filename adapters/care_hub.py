@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.base import Adapter
-from adapters.fields import decode_json_object, describe, number, require, string
-from adapters.streetlight_json import local_id, unknown_keys
+from adapters.fields import decode_json_object, describe, local_id, number, require, string, unknown_keys
 from governance.errors import InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
 from governance.ingest.timeparse import parse_instant, utc_iso

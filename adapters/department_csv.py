@@ -24,9 +24,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, model_validator
 
 from adapters.base import Adapter, AdapterConfig
-from adapters.fields import decode_text, describe
-from adapters.ultralight import (
-    LOCAL_ID,
+from adapters.fields import LOCAL_ID, decode_text, describe
+from adapters.units import (
     OBSERVED_TYPES,
     MeasureRule,
     ObservedType,

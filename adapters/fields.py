@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -131,3 +132,35 @@ def list_field(obj: dict[str, Any], key: str, *, path: str = "") -> list[Any]:
             "wrong_type", f"field '{name}' must be an array, got {describe(value)}", field=name
         )
     return value
+
+
+#: A local id that is safe inside an NGSI-LD URN and matches the official id pattern.
+LOCAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+
+
+def local_id(obj: dict[str, Any], key: str, *, path: str = "", echo: bool = True) -> str:
+    """An identifier usable inside an entity id (letters, digits, ``_ . -``).
+
+    ``echo=False`` keeps the value out of the error (identifiers of people).
+    """
+    value = string(obj, key, path=path)
+    assert value is not None
+    if not LOCAL_ID.fullmatch(value):
+        got = f" (got {describe(value)})" if echo else ""
+        raise InvalidRecordError(
+            "invalid_id",
+            f"'{path}{key}' must be 1-100 letters, digits, '_', '.' or '-'{got}",
+            field=f"{path}{key}",
+        )
+    return value
+
+
+def unknown_keys(obj: dict[str, Any], known: frozenset[str], *, path: str = "") -> tuple[str, ...]:
+    """Names of the keys of ``obj`` outside ``known``; a key that does not look like a name is not echoed."""
+    names = {
+        f"{path}{key}" if _FIELD_NAME.fullmatch(key) else f"{path}<unnamed key>"
+        for key in obj
+        if key not in known
+    }
+    return tuple(sorted(names))

@@ -8,19 +8,21 @@ groups a cabinet switches and its working mode are not in the feed: they come fr
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from adapters.base import Adapter, AdapterConfig
 from adapters.fields import (
+    LOCAL_ID,
     decode_json_object,
     describe,
     list_field,
+    local_id,
     number,
     require,
     string,
+    unknown_keys,
 )
 from governance.errors import InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
@@ -54,8 +56,6 @@ LAMP_FIELDS = frozenset({"id", "state", "dim", "power_w", "energy_wh", "fault"})
 MESSAGE_FIELDS = frozenset({"cabinet", "ts", "lamps", "cabinet_kwh"})
 _READINGS = ("state", "dim", "power_w", "energy_wh")
 
-_LOCAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 
 
 def _point(value: tuple[float, float]) -> tuple[float, float]:
@@ -83,7 +83,7 @@ class CabinetSite(AdapterConfig):
     @field_validator("groups")
     @classmethod
     def _check_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value) or not all(_LOCAL_ID.fullmatch(g) for g in value):
+        if len(set(value)) != len(value) or not all(LOCAL_ID.fullmatch(g) for g in value):
             raise ValueError("groups must be distinct ids of letters, digits, '_', '.' or '-'")
         return value
 
@@ -263,30 +263,3 @@ class StreetlightJsonAdapter(Adapter):
 def _scaled(value: float, divisor: int) -> float:
     """``value / divisor`` without binary noise in the last digits (33.3 % → 0.333, not 0.33299…)."""
     return round(value / divisor, 9)
-
-
-def local_id(obj: dict[str, Any], key: str, *, path: str = "", echo: bool = True) -> str:
-    """An identifier usable inside an entity id (letters, digits, ``_ . -``).
-
-    ``echo=False`` keeps the value out of the error (identifiers of people).
-    """
-    value = string(obj, key, path=path)
-    assert value is not None
-    if not _LOCAL_ID.fullmatch(value):
-        got = f" (got {describe(value)})" if echo else ""
-        raise InvalidRecordError(
-            "invalid_id",
-            f"'{path}{key}' must be 1-100 letters, digits, '_', '.' or '-'{got}",
-            field=f"{path}{key}",
-        )
-    return value
-
-
-def unknown_keys(obj: dict[str, Any], known: frozenset[str], *, path: str = "") -> tuple[str, ...]:
-    """Names of the keys of ``obj`` outside ``known``; a key that does not look like a name is not echoed."""
-    names = {
-        f"{path}{key}" if _FIELD_NAME.fullmatch(key) else f"{path}<unnamed key>"
-        for key in obj
-        if key not in known
-    }
-    return tuple(sorted(names))

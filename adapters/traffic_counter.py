@@ -16,8 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from adapters.base import Adapter, AdapterConfig
-from adapters.fields import decode_json_object, number, obj_field, require
-from adapters.streetlight_json import local_id, unknown_keys
+from adapters.fields import decode_json_object, local_id, number, obj_field, require, unknown_keys
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
 from governance.ingest.timeparse import parse_instant, utc_iso, zone

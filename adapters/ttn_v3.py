@@ -20,9 +20,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from adapters.base import Adapter, AdapterConfig
-from adapters.fields import decode_json_object, describe, obj_field, string
-from adapters.ultralight import (
-    LOCAL_ID,
+from adapters.fields import LOCAL_ID, decode_json_object, describe, obj_field, string
+from adapters.units import (
     OBSERVED_TYPES,
     QUANTITIES,
     MeasureRule,

@@ -12,13 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.base import load_config
-from adapters.ultralight import (
-    QUANTITIES,
-    UltraLightAdapter,
-    UltraLightConfig,
-    measure_rule,
-    parse_decimal,
-)
+from adapters.ultralight import UltraLightAdapter, UltraLightConfig
+from adapters.units import QUANTITIES, measure_rule, parse_decimal
 from governance.catalog import SchemaCatalog
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import RawMessage
