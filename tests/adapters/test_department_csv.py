@@ -7,7 +7,6 @@ import time
 import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ import pytest
 
 from adapters.base import load_config
 from adapters.department_csv import DepartmentCsvAdapter, DepartmentCsvConfig
-from governance.catalog import SchemaCatalog
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import RawMessage
-from tests.smart_data_models import official_errors
+from tests.adapters.validity import assert_valid
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "samples" / "department-csv"
@@ -93,21 +91,6 @@ def run(adapter: DepartmentCsvAdapter, path: Path, max_bytes: int = 65536) -> li
 
 def messages(adapter: DepartmentCsvAdapter, path: Path) -> list[RawMessage]:
     return list(adapter.read(path, received_at=RECEIVED, max_bytes=65536))
-
-
-@cache
-def _catalog() -> SchemaCatalog | None:
-    try:
-        return SchemaCatalog.load()
-    except ConfigurationError:
-        return None
-
-
-def assert_valid(entity: dict[str, Any]) -> None:
-    assert official_errors(entity) == []
-    catalog = _catalog()
-    if catalog is not None and entity["type"] in catalog:
-        catalog.get(entity["type"]).validate(entity)
 
 
 # -- the files departments write -------------------------------------------------------------------

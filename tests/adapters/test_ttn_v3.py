@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ import pytest
 
 from adapters.base import load_config
 from adapters.ttn_v3 import TtnV3Adapter, TtnV3Config, parse_rfc3339
-from governance.catalog import SchemaCatalog
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage
-from tests.smart_data_models import official_errors
+from tests.adapters.validity import assert_valid
 
 PLACE = {"latitude": 41.3818, "longitude": 2.1734, "altitude": 12, "source": "SOURCE_REGISTRY"}
 
@@ -92,21 +90,6 @@ def rejected(doc: Any, config: dict[str, Any] | None = None) -> InvalidRecordErr
         parse(doc, config)
     assert info.value.detail
     return info.value
-
-
-@cache
-def _catalog() -> SchemaCatalog | None:
-    try:
-        return SchemaCatalog.load()
-    except ConfigurationError:
-        return None
-
-
-def assert_valid(entity: dict[str, Any]) -> None:
-    assert official_errors(entity) == []
-    catalog = _catalog()
-    if catalog is not None and entity["type"] in catalog:
-        catalog.get(entity["type"]).validate(entity)
 
 
 # -- mapping ---------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ from pydantic import ValidationError
 from adapters.base import load_config
 from adapters.ultralight import UltraLightAdapter, UltraLightConfig
 from adapters.units import QUANTITIES, measure_rule, parse_decimal
-from governance.catalog import SchemaCatalog
+from governance.catalog import default_catalog
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import RawMessage
-from tests.smart_data_models import official_errors
+from tests.adapters.validity import assert_valid
 
 RECEIVED = datetime(2026, 3, 2, 9, 30, 15, 250000, tzinfo=UTC)
 AQ_KEY = "aqkey01"
@@ -95,21 +94,6 @@ def rejected(payload: str | bytes, topic: str | None = f"/ul/{AQ_KEY}/aq1/attrs"
         adapter().parse(message(payload, topic))
     assert info.value.detail
     return info.value
-
-
-@cache
-def _catalog() -> SchemaCatalog | None:
-    try:
-        return SchemaCatalog.load()
-    except ConfigurationError:
-        return None
-
-
-def assert_valid(entity: dict[str, Any]) -> None:
-    assert official_errors(entity) == []
-    catalog = _catalog()
-    if catalog is not None and entity["type"] in catalog:
-        catalog.get(entity["type"]).validate(entity)
 
 
 # -- mapping ---------------------------------------------------------------------------------------
@@ -448,9 +432,7 @@ def test_model_validation_raises_for_direct_construction() -> None:
 
 
 def test_quantities_use_the_units_of_the_project_schemas() -> None:
-    catalog = _catalog()
-    if catalog is None:
-        pytest.skip("schemas/ holds no *.schema.json yet")
+    catalog = default_catalog()
     for entity_type, props in QUANTITIES.items():
         units = catalog.get(entity_type).units
         for prop, quantity in props.items():
