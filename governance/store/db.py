@@ -11,7 +11,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from governance.errors import ConfigurationError
-from governance.store import tables  # noqa: F401  (registers the tables on the metadata)
+from governance.consent import tables as _consent_tables  # noqa: F401  (tables register on the metadata)
+from governance.protect import tables as _protect_tables  # noqa: F401
+from governance.store import tables  # noqa: F401
 
 
 def _json_dumps(value: Any) -> str:
