@@ -146,14 +146,20 @@ def test_citygov_listen_stops_cleanly_on_sigterm(tmp_path: Path, mqtt_url: str, 
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
         assert process.stderr is not None
-        while time.monotonic() < deadline:  # wait for the subscription before publishing
-            line = process.stderr.readline().decode()
-            if "subscribed" in line:
+        log_lines = iter(process.stderr.readline, b"")
+        deadline = time.monotonic() + 30
+        for line in log_lines:  # wait for the subscription before publishing
+            if b"subscribed" in line or time.monotonic() > deadline:
                 break
         publish(mqtt_url, f"{topic_root}/H-3/events", [orjson.dumps(care_event(n)) for n in range(4)] + [b"{"])
-        time.sleep(1.5)
+        committed = 0
+        for line in log_lines:  # then for the listener to say it committed all five
+            entry = orjson.loads(line) if line.startswith(b"{") else {}
+            if entry.get("message") == "batch committed":
+                committed += int(entry.get("read", 0))
+            if committed >= 5 or time.monotonic() > deadline:
+                break
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     finally:
