@@ -1,7 +1,8 @@
 """What every CLI command shares: settings, the store, output in text or JSON, exit codes.
 
 Exit codes: 0 done; 1 unexpected failure; 2 bad usage or configuration; 3 done but records were
-quarantined and ``--strict`` was given; 4 a service (database, broker) is unreachable — try again.
+quarantined and ``--strict`` was given; 4 a service (database, broker) is unreachable — try again;
+5 audit verification failed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from governance.config import Settings
 from governance.errors import CitygovError, ConfigurationError, NotFoundError, RetriableError
+from governance.ingest.pipeline import Pipeline
 from governance.store.db import open_store
 
 EXIT_OK = 0
@@ -43,6 +45,14 @@ def store(config: Settings) -> Engine:
         return open_store(config)
     except OperationalError as exc:
         raise RetriableError(f"database unreachable: {exc.orig}") from exc
+
+
+def governed_pipeline(engine: Engine, config: Settings) -> Pipeline:
+    """The collection pipeline as every command runs it: each batch is written to the audit log."""
+    from governance.audit.log import AuditLog
+    from governance.audit.observer import AuditObserver
+
+    return Pipeline(engine, config, observers=[AuditObserver(AuditLog.open(engine, config.data_dir))])
 
 
 def emit_json(value: Any) -> None:

@@ -25,6 +25,7 @@ from governance.cli.common import (
     EXIT_QUARANTINED,
     console,
     emit_json,
+    governed_pipeline,
     handle_errors,
     settings,
     stdout,
@@ -33,7 +34,7 @@ from governance.cli.common import (
 from governance.errors import ConfigurationError
 from governance.ingest.batch import IngestReport
 from governance.ingest.listener import Listener
-from governance.ingest.pipeline import Pipeline, utc_now
+from governance.ingest.pipeline import utc_now
 from governance.ngsi import to_ngsi_ld
 from governance.store.entities import iter_entities
 
@@ -84,7 +85,7 @@ def ingest_command(
     cfg = settings()
     engine = store(cfg)
     feed = adapter_class(adapter).from_config_file(config)
-    pipeline = Pipeline(engine, cfg)
+    pipeline = governed_pipeline(engine, cfg)
     total = IngestReport()
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -141,7 +142,7 @@ def listen_command(
     cfg = settings()
     engine = store(cfg)
     feed = adapter_class(adapter).from_config_file(config)
-    listener = Listener(Pipeline(engine, cfg), feed, url=cfg.mqtt_url, topic=topic, client_id=client_id)
+    listener = Listener(governed_pipeline(engine, cfg), feed, url=cfg.mqtt_url, topic=topic, client_id=client_id)
 
     def stop(_signum: int, _frame: object) -> None:
         listener.stop()

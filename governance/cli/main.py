@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from governance import __version__
-from governance.cli import consent, demo, ingest, quarantine
+from governance.cli import audit, consent, demo, ingest, quarantine
 from governance.config import Settings
 from governance.logs import configure_logging
 
@@ -13,7 +13,7 @@ app = typer.Typer(
     name="citygov",
     help="Governance and secure sharing of smart-city data: adapters, standard schemas, quarantine.\n\n"
     "Exit codes: 0 done; 1 failure; 2 bad usage or configuration; 3 records quarantined (--strict); "
-    "4 database or broker unreachable.",
+    "4 database or broker unreachable; 5 audit verification failed.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -40,6 +40,7 @@ app.command("entities")(ingest.entities_command)
 app.command("demo")(demo.demo_command)
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(consent.app, name="consent")
+app.add_typer(audit.app, name="audit")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from governance.cli.common import emit_json, handle_errors, settings, stdout, store
+from governance.cli.common import emit_json, governed_pipeline, handle_errors, settings, stdout, store
 from governance.cli.ingest import JsonOption, print_report
 from governance.errors import ConfigurationError
-from governance.ingest.pipeline import Pipeline
 from governance.ingest.retry import retry
 from governance.store.quarantine import QuarantineFilter, get_quarantined, list_quarantined
 
@@ -95,7 +94,7 @@ def retry_command(
     else:
         rows = list_quarantined(engine, QuarantineFilter(status="open", adapter=adapter, reason=reason,
                                                          limit=1_000_000))
-    report = retry(Pipeline(engine, cfg), rows, config=config)
+    report = retry(governed_pipeline(engine, cfg), rows, config=config)
     if json_output:
         emit_json(report.as_dict())
     else:

@@ -10,8 +10,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
+from governance.audit import tables as _audit_tables  # noqa: F401  (tables register on the metadata)
+from governance.consent import tables as _consent_tables  # noqa: F401
 from governance.errors import ConfigurationError
-from governance.consent import tables as _consent_tables  # noqa: F401  (tables register on the metadata)
 from governance.protect import tables as _protect_tables  # noqa: F401
 from governance.store import tables  # noqa: F401
 

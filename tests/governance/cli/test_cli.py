@@ -117,3 +117,18 @@ def test_entities_export_in_both_forms(env: Path) -> None:
     assert wrapped["provenance"]["adapter"] == "care-hub" and len(wrapped["provenance"]["rawSha256"]) == 64
     code, _ = invoke("entities", "--type", "Unicorn")
     assert code == 2
+
+
+def test_every_ingest_batch_is_audited_without_personal_values(env: Path) -> None:
+    path = capture(env / "care.jsonl", [care_event(1), care_event(2, value="x"), care_event(3, value="y"), b"\xff"])
+    invoke("ingest", "--adapter", "care-hub", str(path))
+    code, out = invoke("audit", "log", "--json")
+    assert code == 0
+    entries = json.loads(out)
+    actions = [e["action"] for e in entries]
+    # one entry for the batch and one per quarantine reason (wrong_type twice → one entry), never per record
+    assert len(entries) == 3, actions
+    text = json.dumps(entries)
+    assert "R-00001" not in text and "H-0001" not in text  # residents and hubs never appear in clear
+    code, _ = invoke("audit", "verify")
+    assert code == 0

@@ -1,0 +1,232 @@
+"""Appending to the audit log: one linear log, however many processes write to it.
+
+Every append locks the single ``audit_head`` row (an ``UPDATE`` that bumps ``appends``: a row lock on
+PostgreSQL, the database write lock on SQLite — taken by the first write of the transaction, so there is
+no read-then-upgrade deadlock), reads the tree size and frontier, writes the new entries, the subtree
+nodes they complete, the new head and a signed tree head, all in the caller's transaction. Concurrent
+writers therefore queue on the head row and each sees the other's committed entries: no gaps, no forks,
+no duplicate sequence numbers; a writer killed mid-append leaves nothing behind.
+
+Make the append the *last* write of a transaction (the ingest observer is): the head lock is held until
+commit and serializes every writer of the log. PostgreSQL must run at READ COMMITTED (its default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from governance.audit.canonical import canonical_entry_bytes, format_time
+from governance.audit.entries import AuditEvent, build_entry
+from governance.audit.errors import AuditError, AuditKeyError, InvalidAuditEventError
+from governance.audit.keys import LogKeys, PublicKey
+from governance.audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
+from governance.audit.tables import ENTRY, HEAD, HEAD_ID, NODE, TREE_HEAD
+from governance.audit.treehead import TreeHead
+
+NODE_LEVEL_STRIDE = 4
+"""Subtree roots are stored at levels 4, 8, 12…; leaf hashes (level 0) live in ``audit_entry``."""
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class HeadState:
+    tree_size: int
+    frontier: Frontier
+    root_hash: bytes
+    key_id: str
+    tree_head_ms: int
+    """Timestamp of the newest signed tree head: the next one is never older, whatever a worker's clock says."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_seq: int
+    count: int
+    tree_head: TreeHead | None
+
+
+class AuditLog:
+    """The audit log of one store, with the keys of one data directory."""
+
+    def __init__(self, engine: Engine, keys: LogKeys, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.clock = clock
+        self.public_key: PublicKey = keys.public
+        self.key_id = self.public_key.key_id
+
+    @classmethod
+    def open(cls, engine: Engine, data_dir: Path, *, clock: Clock = utc_now) -> AuditLog:
+        """Load (or on first start create) the keys, and make sure the log's head row exists."""
+        log = cls(engine, LogKeys.load_or_create(data_dir), clock=clock)
+        with engine.begin() as conn:
+            log._ensure_head(conn)
+            head = read_head(conn)
+        if head is not None and head.key_id != log.key_id:
+            raise AuditKeyError(
+                f"this log is signed with key {head.key_id[:16]}…, but {data_dir} holds key {log.key_id[:16]}…: "
+                "every writer of one log must share its key files"
+            )
+        return log
+
+    def pseudonymize(self, subject: str) -> str:
+        return self.keys.pseudonymize(subject)
+
+    def append(
+        self,
+        events: Sequence[AuditEvent],
+        *,
+        conn: Connection | None = None,
+        now: datetime | None = None,
+        sign: bool = True,
+    ) -> AppendResult:
+        """Append ``events`` in order (inside ``conn``'s transaction when given) and sign the new tree head."""
+        for event in events:
+            event.check()
+        if conn is None:
+            with self.engine.begin() as own:
+                return self._append(own, events, now, sign)
+        return self._append(conn, events, now, sign)
+
+    def sign_tree_head(self, *, conn: Connection | None = None) -> TreeHead:
+        """Issue a signed tree head for the log as it is now (on demand)."""
+        tree_head = self.append([], conn=conn, sign=True).tree_head
+        assert tree_head is not None
+        return tree_head
+
+    def _append(self, conn: Connection, events: Sequence[AuditEvent], now: datetime | None, sign: bool) -> AppendResult:
+        head = self._lock_head(conn)
+        moment = now or self.clock()
+        default_time = format_time(moment)
+        frontier = head.frontier
+        first = frontier.size
+        entry_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+
+        def keep(level: int, index: int, digest: bytes) -> None:
+            if level % NODE_LEVEL_STRIDE == 0:
+                node_rows.append({"level": level, "idx": index, "hash": digest})
+
+        for offset, event in enumerate(events):
+            seq = first + offset
+            time_text = format_time(event.time) if event.time is not None else default_time
+            pseudonyms = [self.keys.pseudonymize(s) for s in event.subjects]
+            data = canonical_entry_bytes(build_entry(event, seq, time_text, pseudonyms))
+            digest = leaf_hash(data)
+            frontier.append(digest, keep)
+            entry_rows.append({"seq": seq, "entry": data, "leaf_hash": digest, "time": time_text,
+                               "actor": event.actor, "action": event.action, "decision": event.decision})
+        root = frontier.root()
+        if entry_rows:
+            _insert_entries(conn, entry_rows)
+        if node_rows:
+            conn.execute(NODE.insert(), node_rows)
+        tree_head = None
+        head_values: dict[str, Any] = {"tree_size": frontier.size, "frontier": frontier.to_bytes(), "root_hash": root}
+        if sign:
+            timestamp = max(_millis(self.clock()), head.tree_head_ms)
+            tree_head = TreeHead.sign(self.keys, frontier.size, root, timestamp)
+            conn.execute(TREE_HEAD.insert(), [{
+                "tree_size": tree_head.tree_size, "root_hash": tree_head.root_hash,
+                "timestamp_ms": tree_head.timestamp_ms, "key_id": tree_head.key_id,
+                "signature": tree_head.signature,
+            }])
+            head_values["tree_head_ms"] = tree_head.timestamp_ms
+        conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(**head_values))
+        return AppendResult(first_seq=first, count=len(entry_rows), tree_head=tree_head)
+
+    def _lock_head(self, conn: Connection) -> HeadState:
+        bumped = conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1))
+        if bumped.rowcount == 0:
+            self._ensure_head(conn)
+            conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1))
+        head = read_head(conn)
+        if head is None:
+            raise AuditError("the audit head row vanished during an append")
+        if head.key_id != self.key_id:
+            raise AuditKeyError(
+                f"this log is signed with key {head.key_id[:16]}…, this process holds {self.key_id[:16]}…"
+            )
+        return head
+
+    def _ensure_head(self, conn: Connection) -> None:
+        values = {"id": HEAD_ID, "tree_size": 0, "frontier": b"", "root_hash": EMPTY_ROOT,
+                  "key_id": self.key_id, "appends": 0, "tree_head_ms": 0}
+        if conn.dialect.name == "postgresql":
+            conn.execute(pg_insert(HEAD).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+        else:
+            conn.execute(sqlite_insert(HEAD).values(**values).on_conflict_do_nothing(index_elements=["id"]))
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def head(self) -> HeadState | None:
+        with self.engine.connect() as conn:
+            return read_head(conn)
+
+    def latest_tree_head(self) -> TreeHead | None:
+        with self.engine.connect() as conn:
+            return latest_tree_head(conn)
+
+
+_PG_INSERT_ENTRIES = (
+    "INSERT INTO audit_entry (seq, entry, leaf_hash, time, actor, action, decision) "
+    "SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[])"
+)
+_ENTRY_COLUMNS = ("seq", "entry", "leaf_hash", "time", "actor", "action", "decision")
+
+
+def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert entry rows: on PostgreSQL as one statement over arrays (5x faster than executemany)."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(ENTRY.insert(), rows)
+        return
+    columns = tuple([row[c] for row in rows] for c in _ENTRY_COLUMNS)
+    driver: Any = conn.connection.driver_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(_PG_INSERT_ENTRIES, columns, binary=True)
+    finally:
+        cursor.close()
+
+
+def read_head(conn: Connection) -> HeadState | None:
+    row = conn.execute(
+        select(HEAD.c.tree_size, HEAD.c.frontier, HEAD.c.root_hash, HEAD.c.key_id, HEAD.c.tree_head_ms)
+        .where(HEAD.c.id == HEAD_ID)
+    ).first()
+    if row is None:
+        return None
+    size, frontier, root, key_id, tree_head_ms = row
+    return HeadState(int(size), Frontier.from_bytes(int(size), bytes(frontier)), bytes(root), key_id,
+                     int(tree_head_ms))
+
+
+def latest_tree_head(conn: Connection) -> TreeHead | None:
+    row = conn.execute(select(TREE_HEAD).order_by(TREE_HEAD.c.id.desc()).limit(1)).first()
+    return None if row is None else tree_head_from_row(row._mapping)
+
+
+def tree_head_from_row(row: Any) -> TreeHead:
+    return TreeHead(int(row["tree_size"]), bytes(row["root_hash"]), int(row["timestamp_ms"]), row["key_id"],
+                    bytes(row["signature"]))
+
+
+def _millis(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch, exactly (no float rounding)."""
+    if moment.tzinfo is None:
+        raise InvalidAuditEventError("the audit clock must return aware datetimes")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -1,0 +1,115 @@
+"""The ingest pipeline's audit trail: one entry per batch and one per quarantine reason, never per record.
+
+Entries name the adapter, counts, entity types and datasets, and SHA-256 digests over message
+fingerprints (so an auditor can tie an entry to the ``ingest_message`` ledger) — never payloads, never
+values. Subjects of accepted entities (their schema's subject property) go in as pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from adapters.base import Adapter
+from governance.audit.entries import Action, AuditEvent
+from governance.audit.log import AuditLog
+from governance.catalog import SchemaCatalog, default_catalog
+from governance.ingest.batch import Batch, IngestReport, Record
+
+STAGE = "collection"
+
+
+def fingerprints_digest(fingerprints: Iterable[str]) -> str:
+    """SHA-256 over the sorted fingerprints, each followed by a newline (hex) — recomputable from the ledger."""
+    h = hashlib.sha256()
+    for fingerprint in sorted(fingerprints):
+        h.update(fingerprint.encode("ascii") + b"\n")
+    return h.hexdigest()
+
+
+class AuditObserver:
+    """A ``BatchObserver``: writes a batch's audit entries in the batch's own transaction."""
+
+    def __init__(self, log: AuditLog, catalog: SchemaCatalog | None = None) -> None:
+        self.log = log
+        self.catalog = catalog or default_catalog()
+
+    def batch_committed(
+        self, conn: Connection, adapter: Adapter, batch: Batch, report: IngestReport, now: datetime
+    ) -> None:
+        self.log.append(self.events(adapter, batch, report), conn=conn, now=now)
+
+    def events(self, adapter: Adapter, batch: Batch, report: IngestReport) -> list[AuditEvent]:
+        """The batch outcome, then one event per (quarantine reason, step), in that order."""
+        actor = f"adapter:{adapter.name}"
+        stored = [r for r in batch.records if r.active]
+        rejected: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        for record in batch.records:
+            if record.rejection is not None and not record.duplicate:
+                rejected[(record.rejection.reason, record.rejection.step)].append(record)
+        by_type: Counter[tuple[str, str]] = Counter()
+        subjects: set[str] = set()
+        for record in stored:
+            for entity in record.entities:
+                schema = self.catalog.get(entity.entity_type)
+                by_type[(entity.entity_type, schema.dataset)] += 1
+                if schema.subject_property:
+                    subject = entity.data.get(schema.subject_property)
+                    if isinstance(subject, str) and subject:
+                        subjects.add(subject)
+        datasets = sorted({dataset for _, dataset in by_type})
+        refs: dict[str, Any] = {
+            "adapter": adapter.name,
+            "adapter_version": adapter.version,
+            "read": report.read,
+            "accepted": report.accepted,
+            "quarantined": report.quarantined,
+            "duplicates": report.duplicates,
+            "retried": sum(1 for r in batch.records if r.retry_of is not None),
+            "entities": report.entities,
+            "by_type": [{"type": t, "dataset": d, "count": c} for (t, d), c in sorted(by_type.items())],
+            "datasets": datasets,
+            "messages_sha256": fingerprints_digest(r.fingerprint for r in batch.records),
+            "stored_sha256": fingerprints_digest(r.fingerprint for r in stored),
+        }
+        events = [AuditEvent(
+            actor=actor,
+            action=Action.INGEST_BATCH,
+            stage=STAGE,
+            dataset=datasets[0] if len(datasets) == 1 else None,
+            decision=_outcome(report),
+            reasons=sorted({reason for reason, _ in rejected}),
+            subjects=sorted(subjects),
+            refs=refs,
+        )]
+        for (reason, step), records in sorted(rejected.items()):
+            events.append(AuditEvent(
+                actor=actor,
+                action=Action.INGEST_QUARANTINE,
+                stage=STAGE,
+                decision="quarantined",
+                reasons=[reason],
+                refs={
+                    "adapter": adapter.name,
+                    "adapter_version": adapter.version,
+                    "step": step,
+                    "count": len(records),
+                    "fingerprints_sha256": fingerprints_digest(r.fingerprint for r in records),
+                },
+            ))
+        return events
+
+
+def _outcome(report: IngestReport) -> str:
+    if report.quarantined and report.accepted:
+        return "partial"
+    if report.quarantined:
+        return "quarantined"
+    if report.accepted:
+        return "stored"
+    return "duplicate" if report.duplicates else "empty"
