@@ -48,11 +48,10 @@ def store(config: Settings) -> Engine:
 
 
 def governed_pipeline(engine: Engine, config: Settings) -> Pipeline:
-    """The collection pipeline as every command runs it: each batch is written to the audit log."""
-    from governance.audit.log import AuditLog
-    from governance.audit.observer import AuditObserver
+    """The collection pipeline as every command runs it: policy, consent and the audit log around it."""
+    from governance.assembly import build_pipeline
 
-    return Pipeline(engine, config, observers=[AuditObserver(AuditLog.open(engine, config.data_dir))])
+    return build_pipeline(engine, config)
 
 
 def emit_json(value: Any) -> None:

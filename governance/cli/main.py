@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from governance import __version__
-from governance.cli import audit, consent, demo, ingest, quarantine
+from governance.cli import audit, consent, demo, ingest, policy, quarantine
 from governance.config import Settings
 from governance.logs import configure_logging
 
@@ -39,6 +39,7 @@ app.command("listen")(ingest.listen_command)
 app.command("entities")(ingest.entities_command)
 app.command("demo")(demo.demo_command)
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
 

@@ -18,6 +18,9 @@ class Rejection:
     reason: str
     detail: str
     field: str | None = None
+    discard_payload: bool = False
+    """The payload must not be kept (personal data refused for want of a legal basis): quarantine
+    holds only its size and hash, and the ledger forgets it so a resend is judged afresh."""
 
     @classmethod
     def from_error(cls, step: str, error: InvalidRecordError) -> Rejection:

@@ -147,7 +147,8 @@ class Pipeline:
                     failed_again.append(record)
                 else:
                     quarantine_rows.append(self._quarantine_row(adapter, record, now))
-                    ledger_rows.append(_ledger_row(adapter, record, "quarantined"))
+                    if not record.rejection.discard_payload:
+                        ledger_rows.append(_ledger_row(adapter, record, "quarantined"))
                 continue
             report.accepted += 1
             raw_sha256 = message.payload_sha256()

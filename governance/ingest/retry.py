@@ -18,6 +18,19 @@ from governance.store import quarantine
 def message_of(row: dict[str, Any]) -> RawMessage:
     """Rebuild the original message from its quarantine row alone."""
     context = dict(row.get("context") or {})
+    if row.get("payload_truncated") and not row["payload"] and row["payload_size"]:
+        return RawMessage(
+            payload=b"",
+            source=row["source"],
+            received_at=row["received_at"],
+            topic=row["topic"],
+            context=context,
+            defect=InvalidRecordError(
+                "payload_discarded",
+                "the payload was not kept (personal data refused for want of a legal basis); "
+                "the source must send it again once a legal basis exists",
+            ),
+        )
     if row.get("payload_truncated"):
         return RawMessage(
             payload=row["payload"],

@@ -27,6 +27,15 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
+def grant_monitoring_consent(*residents: str) -> None:
+    """Care observations are collected only with the resident's consent (the collection policy)."""
+    for resident in residents:
+        code, _ = invoke("consent", "grant", "--subject", f"urn:ngsi-ld:Person:{resident}", "--controller",
+                         "social-care", "--purpose", "care.monitoring", "--collection-method", "signed form",
+                         "--json")
+        assert code == 0
+
+
 def test_adapters_lists_all_six_with_json() -> None:
     code, out = invoke("adapters", "--json")
     assert code == 0
@@ -35,6 +44,7 @@ def test_adapters_lists_all_six_with_json() -> None:
 
 
 def test_ingest_json_counts_and_strict_exit_code(env: Path) -> None:
+    grant_monitoring_consent("R-00001")
     path = capture(env / "care.jsonl", [care_event(1), care_event(2, value="x"), b"\xff"])
     code, out = invoke("ingest", "--adapter", "care-hub", str(path), "--json")
     assert code == 0
@@ -100,6 +110,7 @@ def test_quarantine_list_show_and_retry(env: Path) -> None:
 
 
 def test_entities_export_in_both_forms(env: Path) -> None:
+    grant_monitoring_consent("R-00001")
     path = capture(env / "care.jsonl", [care_event(1), care_event(2, event="fall_detected", value=None)])
     invoke("ingest", "--adapter", "care-hub", str(path))
     code, out = invoke("entities", "--type", "Alert")
@@ -120,14 +131,21 @@ def test_entities_export_in_both_forms(env: Path) -> None:
 
 
 def test_every_ingest_batch_is_audited_without_personal_values(env: Path) -> None:
-    path = capture(env / "care.jsonl", [care_event(1), care_event(2, value="x"), care_event(3, value="y"), b"\xff"])
+    grant_monitoring_consent("R-00001")
+    path = capture(env / "care.jsonl", [care_event(1), care_event(2, value="x"), care_event(3, value="y"), b"\xff",
+                                        care_event(4), care_event(5)])
     invoke("ingest", "--adapter", "care-hub", str(path))
     code, out = invoke("audit", "log", "--json")
     assert code == 0
     entries = json.loads(out)
     actions = [e["action"] for e in entries]
-    # one entry for the batch and one per quarantine reason (wrong_type twice → one entry), never per record
-    assert len(entries) == 3, actions
+    # the consent, one policy decision for the batch's one scope (not one per record), one entry for
+    # the batch and one per quarantine reason (wrong_type twice → one entry; no_legal_basis for the
+    # two residents without consent → one entry)
+    assert actions.count("policy.decision") == 1, actions
+    assert actions.count("ingest.batch") == 1, actions
+    quarantine_reasons = sorted(e["reasons"][0] for e in entries if e["action"] == "ingest.quarantine")
+    assert quarantine_reasons == ["no_legal_basis", "not_utf8", "wrong_type"], entries
     text = json.dumps(entries)
     assert "R-00001" not in text and "H-0001" not in text  # residents and hubs never appear in clear
     code, _ = invoke("audit", "verify")

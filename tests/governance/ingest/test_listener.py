@@ -152,7 +152,9 @@ def test_citygov_listen_stops_cleanly_on_sigterm(tmp_path: Path, mqtt_url: str, 
         for line in log_lines:  # wait for the subscription before publishing
             if b"subscribed" in line or time.monotonic() > deadline:
                 break
-        publish(mqtt_url, f"{topic_root}/H-3/events", [orjson.dumps(care_event(n)) for n in range(4)] + [b"{"])
+        # fall alerts: collected under vital interest, so the governed pipeline needs no consent for them
+        falls = [orjson.dumps(care_event(n, event="fall_detected", value=None)) for n in range(4)]
+        publish(mqtt_url, f"{topic_root}/H-3/events", [*falls, b"{"])
         committed = 0
         for line in log_lines:  # then for the listener to say it committed all five
             entry = orjson.loads(line) if line.startswith(b"{") else {}

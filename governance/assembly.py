@@ -1,0 +1,51 @@
+"""The governed collection pipeline, assembled: steps, policy, consent, pseudonyms and the audit log.
+
+``Pipeline`` alone is the bare mechanism (parse, validate, quality, store); this module is the one
+place that puts the governance around it, so the CLI, the listener and the demo all run the same thing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from governance.audit.decisions import DecisionAuditor
+from governance.audit.log import AuditLog
+from governance.audit.observer import AuditObserver
+from governance.catalog import default_catalog
+from governance.config import Settings
+from governance.consent.registry import ConsentRegistry
+from governance.ingest.pipeline import Clock, Pipeline, shared_quality_runner, utc_now
+from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
+from governance.policy.collection import CollectionPolicyStep
+from governance.policy.engine import make_engine
+from governance.policy.point import DecisionPoint
+from governance.protect.keyring import Keyring
+from governance.protect.pseudonym import Pseudonyms
+
+
+def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now) -> Pipeline:
+    """parse → validate → quality → collection policy → store, every batch and decision audited."""
+    catalog = default_catalog()
+    audit = AuditLog.open(engine, settings.data_dir)
+    keyring = Keyring.from_settings(settings, engine, clock=clock)
+    pseudonyms = Pseudonyms(keyring)
+
+    def pseudonymize(value: str, recipient: str) -> str:
+        return pseudonyms.of(value) if recipient == "store" else pseudonyms.for_recipient(value, recipient)
+
+    point = DecisionPoint(make_engine(settings), on_decision=DecisionAuditor(audit))
+    steps: list[Step] = [ParseStep(settings.max_payload_bytes), ValidateStep(catalog)]
+    if settings.quality_checks:
+        steps.append(QualityStep(shared_quality_runner()))
+    steps.append(
+        CollectionPolicyStep(
+            point,
+            catalog,
+            consent=ConsentRegistry(engine, keyring, clock=clock, issuer=settings.receipt_issuer),
+            pseudonymizer=pseudonymize,
+            clock=clock,
+            cache_seconds=settings.policy_cache_seconds,
+        )
+    )
+    return Pipeline(engine, settings, catalog=catalog, steps=steps, clock=clock,
+                    observers=[AuditObserver(audit, catalog)])
