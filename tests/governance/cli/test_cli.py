@@ -150,3 +150,22 @@ def test_every_ingest_batch_is_audited_without_personal_values(env: Path) -> Non
     assert "R-00001" not in text and "H-0001" not in text  # residents and hubs never appear in clear
     code, _ = invoke("audit", "verify")
     assert code == 0
+
+
+def test_a_logged_policy_decision_replays_against_its_revision(env: Path) -> None:
+    path = capture(env / "care.jsonl", [care_event(1, event="fall_detected", value=None), care_event(2)])
+    invoke("ingest", "--adapter", "care-hub", str(path))
+    code, out = invoke("audit", "log", "--json")
+    decisions = [e for e in json.loads(out) if e["action"] == "policy.decision"]
+    assert decisions and all(e["policy_revision"] for e in decisions)
+    assert {e["decision"] for e in decisions} >= {"allow"}
+    for entry in decisions:
+        code, out = invoke("policy", "replay", str(entry["seq"]), "--json")
+        assert code == 0, out
+        replay = json.loads(out)
+        assert replay["matches"] is True and replay["revision"] == entry["policy_revision"]
+    batch = next(e for e in json.loads(invoke("audit", "log", "--json")[1]) if e["action"] == "ingest.batch")
+    code, _ = invoke("policy", "replay", str(batch["seq"]))
+    assert code == 2  # not a decision: a clear refusal, not a crash
+    code, _ = invoke("policy", "replay", "99999")
+    assert code == 2
