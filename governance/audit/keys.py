@@ -8,7 +8,6 @@ file readable by group or others is refused. The public key is published next to
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from governance.audit.errors import AuditKeyError
+from governance.keyfiles import create_secret_file
 
 AUDIT_DIR = "audit"
 SIGNING_KEY_FILE = "log-signing-key.pem"
@@ -166,20 +166,8 @@ def _new_signing_key() -> bytes:
 
 def _create_secret(path: Path, make: Callable[[], bytes]) -> None:
     """Write ``make()`` to ``path`` with mode 0600 unless the file exists (atomic, never overwrites)."""
-    if path.exists():
-        return
-    content = make()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        with contextlib.suppress(FileExistsError):  # another process created it first: keep theirs
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not path.exists():
+        create_secret_file(path, make())
 
 
 def _read_secret(path: Path) -> bytes:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from governance.config import Settings
+from governance.keyfiles import create_secret_file
 from governance.protect.errors import DecryptionError, KeyConfigurationError
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class MasterKeys:
                 "a key is only generated in dev mode (CITYGOV_DEV_MODE=true)"
             )
         path = dev_key_path(settings.data_dir)
-        created = _create_secret(path, f"v1:{_new_key_b64()}\n".encode("ascii"))
+        created = create_secret_file(path, f"v1:{_new_key_b64()}\n".encode("ascii"))
         if str(path) not in _warned:
             _warned.add(str(path))
             log.warning(
@@ -209,27 +210,6 @@ def _read_secret(path: Path) -> str:
         return path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         raise KeyConfigurationError(f"cannot read master key file {path}") from None
-
-
-def _create_secret(path: Path, content: bytes) -> bool:
-    """Write ``content`` to ``path`` (0600) unless it exists; two processes racing keep one key. True if created."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
 
 
 def describe(keys: MasterKeys) -> dict[str, Any]:
