@@ -113,3 +113,38 @@ def _outcome(report: IngestReport) -> str:
     if report.accepted:
         return "stored"
     return "duplicate" if report.duplicates else "empty"
+
+
+class ConsentAuditor:
+    """A consent registry observer: every grant, renewal and withdrawal as one audit entry, same transaction.
+
+    The consent registry stores subjects under its own pseudonym; the entry carries that reference (never
+    the real id), the purposes, the receipt id and the new period and status.
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def __call__(self, conn: Connection, consent: Any, kind: str, actor: str, receipt_id: str, /) -> None:
+        self.log.append(
+            [
+                AuditEvent(
+                    actor=actor,
+                    action=Action.CONSENT_CHANGE,
+                    purpose=",".join(consent.purposes)[:128] or None,
+                    decision=kind,
+                    refs={
+                        "consent_id": consent.consent_id,
+                        "subject_ref": consent.subject,
+                        "controller": consent.controller,
+                        "purposes": list(consent.purposes),
+                        "legal_basis": consent.legal_basis,
+                        "status": consent.status,
+                        "valid_from": consent.valid_from.isoformat(),
+                        "valid_until": consent.valid_until.isoformat() if consent.valid_until else None,
+                        "receipt_id": receipt_id,
+                    },
+                )
+            ],
+            conn=conn,
+        )

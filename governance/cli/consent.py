@@ -62,8 +62,15 @@ def consent_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def _registry() -> ConsentRegistry:
+    """The registry with every change written to the audit log in the change's own transaction."""
+    from governance.audit.log import AuditLog
+    from governance.audit.observer import ConsentAuditor
+
     config = settings()
-    return ConsentRegistry.from_settings(config, store(config))
+    engine = store(config)
+    registry = ConsentRegistry.from_settings(config, engine)
+    registry.on_change = ConsentAuditor(AuditLog.open(engine, config.data_dir))
+    return registry
 
 
 def _actor(actor: str | None) -> str:

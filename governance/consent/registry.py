@@ -15,11 +15,11 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from governance.config import Settings
@@ -54,14 +54,22 @@ def _must_utc(value: datetime) -> datetime:
     return result
 
 
+class ConsentObserver(Protocol):
+    """Told of every grant, renewal and withdrawal inside its transaction (the audit log hooks in here)."""
+
+    def __call__(self, conn: Connection, consent: ConsentView, kind: str, actor: str, receipt_id: str, /) -> None: ...
+
+
 class ConsentRegistry:
     """Consent records of data subjects, keyed by pseudonym; satisfies the policy layer's ``ConsentLookup``."""
 
     lookup_chunk = 500
     """Subjects per query of a batch lookup (bounded IN lists)."""
 
-    def __init__(self, engine: Engine, keyring: Keyring, *, clock: Clock = utc_now, issuer: str = "citygov") -> None:
+    def __init__(self, engine: Engine, keyring: Keyring, *, clock: Clock = utc_now, issuer: str = "citygov",
+                 on_change: ConsentObserver | None = None) -> None:
         self.engine = engine
+        self.on_change = on_change
         self.keyring = keyring
         self.pseudonyms = Pseudonyms(keyring)
         self.clock = clock
@@ -108,6 +116,8 @@ class ConsentRegistry:
         with self.engine.begin() as conn:
             conn.execute(_CONSENT.insert().values(**row))
             conn.execute(_EVENT.insert().values(**event))
+            if self.on_change is not None:
+                self.on_change(conn, view, "grant", actor, receipt_id)
         return ConsentResult(consent=view, receipt_id=receipt_id, receipt=receipt)
 
     def renew(
@@ -268,6 +278,8 @@ class ConsentRegistry:
                 if result.rowcount != 1:
                     raise ConsentConflictError(f"consent {current.consent_id} changed meanwhile; try again")
                 conn.execute(_EVENT.insert().values(**event))
+                if self.on_change is not None:
+                    self.on_change(conn, view, kind, actor, receipt_id)
         except IntegrityError:
             raise ConsentConflictError(f"consent {current.consent_id} changed meanwhile; try again") from None
         return ConsentResult(consent=view, receipt_id=receipt_id, receipt=receipt)

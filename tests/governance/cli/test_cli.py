@@ -169,3 +169,19 @@ def test_a_logged_policy_decision_replays_against_its_revision(env: Path) -> Non
     assert code == 2  # not a decision: a clear refusal, not a crash
     code, _ = invoke("policy", "replay", "99999")
     assert code == 2
+
+
+def test_consent_changes_are_audited_without_the_subject_id(env: Path) -> None:
+    code, out = invoke("consent", "grant", "--subject", "urn:ngsi-ld:Person:R-77", "--controller", "social-care",
+                       "--purpose", "care.monitoring", "--collection-method", "signed form", "--json")
+    assert code == 0
+    consent_id = json.loads(out)["consent"]["consent_id"]
+    code, _ = invoke("consent", "withdraw", consent_id, "--json")
+    assert code == 0
+    code, out = invoke("audit", "log", "--json")
+    changes = [e for e in json.loads(out) if e["action"] == "consent.change"]
+    assert [e["decision"] for e in changes] == ["grant", "withdraw"]
+    assert all(e["refs"]["consent_id"] == consent_id for e in changes)
+    assert "R-77" not in out
+    code, _ = invoke("audit", "verify")
+    assert code == 0
