@@ -9,11 +9,12 @@ For every adapter family the demo generator (``governance.demo``) writes a reali
 re-deliveries — streamed to disk, never held in memory. Then, per database (a fresh SQLite file, or a
 fresh PostgreSQL schema dropped afterwards):
 
-* **pipeline**: ``Pipeline.ingest`` from the file on disk with default settings (read → parse →
-  validate → quality → store, batches of ``CITYGOV_BATCH_SIZE``), timed end to end after a warm-up on
-  another small input (Great Expectations contexts, compiled schemas and statements are built once
-  per process; the warm-up rows are deleted before timing). Per-stage seconds come from timing
-  wrappers around the same steps and the message iterator.
+* **pipeline**: ``Pipeline.ingest`` from the file on disk, as ``citygov ingest`` runs it (read → parse →
+  validate → quality → collection policy with consent → store, an audit entry per batch, batches of
+  ``CITYGOV_BATCH_SIZE``; ``--bare``: the bare pipeline without policy, consent and audit), timed end
+  to end after a warm-up on another small input (Great Expectations contexts, compiled schemas, the
+  policy bundle and statements are built once per process; the warm-up rows are deleted before timing).
+  Per-stage seconds come from timing wrappers around the same steps and the message iterator.
 * **baseline**: the same entity rows the pipeline stored (read back from its database before timing,
   batch by batch, in the same batches) inserted into the same ``entity`` table of another fresh
   database with the same driver and the same ``executemany`` insert, without validation. Only the
@@ -383,21 +384,20 @@ def probe_memory(args: argparse.Namespace) -> None:
     warm_adapter = adapter_class(args.adapter).from_config_file(warm.config)
     pipeline.ingest(warm_adapter, read(warm_adapter, warm, settings))
     empty_tables(engine)
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports and warm-up
     rss_warm = _status_mb("VmRSS")
     reset = _reset_peak()
     adapter = adapter_class(args.adapter).from_config_file(written.config)
     started = time.perf_counter()
     report = pipeline.ingest(adapter, read(adapter, written, settings))
     seconds = time.perf_counter() - started
+    # without the reset, ru_maxrss is the best available (on Linux it may include the parent's RSS at fork)
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_end = _status_mb("VmRSS")
     engine.dispose()
     Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
     print(json.dumps({"records": report.read, "entities": report.entities, "seconds": round(seconds, 2),
                       "rss_after_warmup_mb": round(rss_warm, 1), "peak_rss_ingest_mb": round(peak, 1),
-                      "rss_end_mb": round(rss_end, 1), "peak_rss_process_mb": round(process_peak, 1),
-                      "peak_is_ingest_only": reset}))
+                      "rss_end_mb": round(rss_end, 1), "peak_is_ingest_only": reset}))
 
 
 def measure_memory(adapter: str, sizes: list[int], workdir: Path, *, governed: bool = True) -> list[dict[str, Any]]:
