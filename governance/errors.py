@@ -27,6 +27,18 @@ class UnknownAdapterError(ConfigurationError):
     code = "unknown_adapter"
 
 
+class InvalidRequestError(CitygovError):
+    """A request a person made (CLI options, an API body) is not acceptable as given."""
+
+    code = "invalid_request"
+
+
+class VerificationError(CitygovError):
+    """A signature, proof or receipt did not verify: the thing checked cannot be trusted."""
+
+    code = "verification_failed"
+
+
 class InvalidRecordError(CitygovError):
     """One input record cannot be accepted; it goes to quarantine with this reason.
 

@@ -21,11 +21,9 @@ from governance.audit.keys import PublicKey, load_public_key, load_subject_key, 
 from governance.audit.log import AuditLog, latest_tree_head
 from governance.audit.query import MAX_LIMIT, EntryFilter, find_entries, subject_report
 from governance.audit.verify import verify_bundle, verify_log, verify_since
-from governance.cli.common import console, emit_json, handle_errors, settings, stdout, store
+from governance.cli.common import EXIT_VERIFICATION_FAILED, console, emit_json, handle_errors, settings, stdout, store
 from governance.errors import ConfigurationError, NotFoundError
 from governance.ingest.message import entity_urn
-
-EXIT_VERIFICATION_FAILED = 5
 
 app = typer.Typer(
     help="The tamper-evident audit log: query, verify, checkpoint, export. "

@@ -19,7 +19,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from governance.config import Settings
-from governance.errors import CitygovError, ConfigurationError, NotFoundError, RetriableError
+from governance.errors import (
+    CitygovError,
+    ConfigurationError,
+    InvalidRequestError,
+    NotFoundError,
+    RetriableError,
+    VerificationError,
+)
 from governance.ingest.pipeline import Pipeline
 from governance.store.db import open_store
 
@@ -28,6 +35,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_QUARANTINED = 3
 EXIT_UNAVAILABLE = 4
+EXIT_VERIFICATION_FAILED = 5
 
 console = Console(stderr=True)
 """Progress, errors and notices: stderr, so stdout stays clean for ``--json`` and exports."""
@@ -65,9 +73,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (ConfigurationError, NotFoundError) as exc:
+        except (ConfigurationError, NotFoundError, InvalidRequestError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_USAGE) from None
+        except VerificationError as exc:
+            console.print(f"[red]VERIFICATION FAILED:[/red] {exc}")
+            raise typer.Exit(EXIT_VERIFICATION_FAILED) from None
         except RetriableError as exc:
             console.print(f"[red]unavailable:[/red] {exc}")
             raise typer.Exit(EXIT_UNAVAILABLE) from None

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from governance.cli.common import EXIT_USAGE, console, emit_json, handle_errors, settings, stdout, store
-from governance.consent.errors import InvalidConsentError, InvalidReceiptError
+from governance.cli.common import emit_json, handle_errors, settings, stdout, store
+from governance.consent.errors import InvalidConsentError
 from governance.consent.models import ConsentResult, ConsentView
 from governance.consent.receipt import load_public_key, verify_receipt
 from governance.consent.registry import ConsentRegistry
 from governance.errors import ConfigurationError
 from governance.protect.keyring import public_pem
-
-EXIT_VERIFICATION_FAILED = 5
 
 app = typer.Typer(
     help="Consent of data subjects: grant, renew, withdraw, show, list; signed receipts. "
@@ -35,8 +31,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 ActorOption = Annotated[str | None, typer.Option(help="Who records this (default: cli:<user>).")]
 ReceiptOut = Annotated[Path | None, typer.Option("--receipt-out", help="Write the signed receipt (JWS) here.",
@@ -44,21 +38,6 @@ ReceiptOut = Annotated[Path | None, typer.Option("--receipt-out", help="Write th
 ReasonOption = Annotated[str | None, typer.Option(help="Why, in a sentence (kept in the history).")]
 
 
-def consent_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Invalid requests are usage errors (exit 2); failed receipt checks exit 5; the rest as everywhere."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except InvalidConsentError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_USAGE) from None
-        except InvalidReceiptError as exc:
-            console.print(f"[red]RECEIPT INVALID:[/red] {exc}")
-            raise typer.Exit(EXIT_VERIFICATION_FAILED) from None
-
-    return handle_errors(wrapper)
 
 
 def _registry() -> ConsentRegistry:
@@ -117,7 +96,7 @@ def _emit_result(result: ConsentResult, receipt_out: Path | None, json_output: b
 
 
 @app.command("grant")
-@consent_errors
+@handle_errors
 def grant_command(
     subject: Annotated[str, typer.Option(help="The resident's real id; only its pseudonym is stored.")],
     controller: Annotated[str, typer.Option(help="Who decides on the processing (PII controller).")],
@@ -152,7 +131,7 @@ def grant_command(
 
 
 @app.command("renew")
-@consent_errors
+@handle_errors
 def renew_command(
     consent_id: Annotated[str, typer.Argument(help="The consent to renew.")],
     valid_until: Annotated[str | None, typer.Option(help="New ISO 8601 end.")] = None,
@@ -172,7 +151,7 @@ def renew_command(
 
 
 @app.command("withdraw")
-@consent_errors
+@handle_errors
 def withdraw_command(
     consent_id: Annotated[str, typer.Argument(help="The consent to withdraw.")],
     reason: ReasonOption = None,
@@ -190,7 +169,7 @@ def _public(view: ConsentView, now: datetime) -> dict[str, Any]:
 
 
 @app.command("show")
-@consent_errors
+@handle_errors
 def show_command(
     consent_id: Annotated[str, typer.Argument(help="The consent to show.")],
     json_output: JsonOption = False,
@@ -213,7 +192,7 @@ def show_command(
 
 
 @app.command("list")
-@consent_errors
+@handle_errors
 def list_command(
     subject: Annotated[str | None, typer.Option(help="Only this subject (real id or pseudonym).")] = None,
     status: Annotated[Literal["active", "withdrawn", "all"], typer.Option(help="Recorded status.")] = "all",
@@ -238,7 +217,7 @@ def list_command(
 
 
 @app.command("verify-receipt")
-@consent_errors
+@handle_errors
 def verify_receipt_command(
     receipt: Annotated[Path, typer.Argument(help="Receipt file (JWS), or - for stdin.", allow_dash=True)],
     public_key: Annotated[Path | None, typer.Option(
@@ -263,7 +242,7 @@ def verify_receipt_command(
 
 
 @app.command("public-key")
-@consent_errors
+@handle_errors
 def public_key_command(json_output: JsonOption = False) -> None:
     """The receipt-signing public keys (PEM, by kid): give them to whoever keeps receipts."""
     keys = {kid: public_pem(key) for kid, key in _registry().receipt_public_keys().items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from governance.errors import CitygovError, NotFoundError, RetriableError
+from governance.errors import CitygovError, InvalidRequestError, NotFoundError, RetriableError, VerificationError
 
 
 class ConsentError(CitygovError):
@@ -11,7 +11,7 @@ class ConsentError(CitygovError):
     code = "consent_error"
 
 
-class InvalidConsentError(ConsentError):
+class InvalidConsentError(ConsentError, InvalidRequestError):
     """A consent request is incomplete or inconsistent (no purpose, a period that ends before it starts…)."""
 
     code = "invalid_consent"
@@ -35,7 +35,7 @@ class ConsentConflictError(RetriableError):
     code = "consent_conflict"
 
 
-class InvalidReceiptError(ConsentError):
+class InvalidReceiptError(ConsentError, VerificationError):
     """A consent receipt is malformed, not signed by a known key, or altered."""
 
     code = "receipt_invalid"

@@ -97,7 +97,7 @@ def test_a_tampered_receipt_exits_5_and_a_pem_verifies_offline(env: Path) -> Non
     tampered = env / "tampered.jws"
     tampered.write_text(f"{head}.{body[:-3]}xyz.{signature}")
     code, _, err = invoke("verify-receipt", str(tampered))
-    assert code == 5 and "RECEIPT INVALID" in err
+    assert code == 5 and "VERIFICATION FAILED" in err
     code, _, err = invoke("verify-receipt", str(env / "missing.jws"))
     assert code == 2
 
