@@ -29,7 +29,6 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,14 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from governance.audit.entries import AuditEvent
 from governance.audit.log import AuditLog
 from governance.audit.merkle import verify_consistency, verify_inclusion
 from governance.audit.proofs import consistency_proof, inclusion_proof, root_at
 from governance.audit.verify import verify_log
-from governance.store.db import create_db_engine, init_schema
+from governance.store.db import create_db_engine, init_schema, scratch_schema
 
 POSTGRES_URL = os.environ.get("CITYGOV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
@@ -81,20 +80,13 @@ def database(kind: str, workdir: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    engine = create_db_engine(f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}")
-    init_schema(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(POSTGRES_URL, "bench") as url:
+        engine = create_db_engine(url)
+        init_schema(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def timed(samples: int, make: Callable[[int], Any]) -> dict[str, float]:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, delete, text
+from sqlalchemy import Engine, delete
 
 from adapters.base import Adapter, adapter_class
 from governance.cli.common import governed_pipeline
@@ -62,7 +62,7 @@ from governance.ingest.message import RawMessage
 from governance.ingest.pipeline import Pipeline
 from governance.ingest.steps import Step
 from governance.store import entities
-from governance.store.db import create_db_engine, init_schema
+from governance.store.db import create_db_engine, init_schema, scratch_schema
 from governance.store.entities import as_utc
 from governance.store.tables import EntityRecord, IngestMessage, QuarantineRecord
 
@@ -103,17 +103,8 @@ def database(kind: str, workdir: Path, label: str) -> Iterator[str]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(POSTGRES_URL, "bench") as url:
+        yield url
 
 
 def empty_tables(engine: Engine) -> None:
