@@ -19,12 +19,18 @@ from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
 from governance.policy.collection import CollectionPolicyStep
 from governance.policy.engine import make_engine
 from governance.policy.point import DecisionPoint
+from governance.protect.fieldcrypt import FieldProtector
 from governance.protect.keyring import Keyring
 from governance.protect.pseudonym import Pseudonyms
+from governance.protect.quarantine import QuarantineVault
+from governance.protect.step import ProtectStep
 
 
 def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now) -> Pipeline:
-    """parse → validate → quality → collection policy → store, every batch and decision audited."""
+    """parse → validate → quality → collection policy → storage policy → store, all audited.
+
+    With ``settings.protection`` off (benchmarks only) the storage step is left out.
+    """
     catalog = default_catalog()
     audit = AuditLog.open(engine, settings.data_dir)
     keyring = Keyring.from_settings(settings, engine, clock=clock)
@@ -47,5 +53,10 @@ def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now
             cache_seconds=settings.policy_cache_seconds,
         )
     )
+    vault = None
+    if settings.protection:
+        protector = FieldProtector.from_settings(settings, engine, keyring=keyring, clock=clock)
+        steps.append(ProtectStep(point, catalog, protector, clock=clock, cache_seconds=settings.policy_cache_seconds))
+        vault = QuarantineVault(keyring, catalog, retention_days=settings.quarantine_retention_days)
     return Pipeline(engine, settings, catalog=catalog, steps=steps, clock=clock,
-                    observers=[AuditObserver(audit, catalog)])
+                    observers=[AuditObserver(audit, catalog)], quarantine_vault=vault)

@@ -56,8 +56,57 @@ class Settings(BaseSettings):
     policy_cache_seconds: int = Field(
         default=300, ge=0, description="How long a collection decision is reused for the same scope and revision."
     )
+    quarantine_retention_days: int = Field(
+        default=30, ge=1, description="Days a sealed quarantined payload of a personal-data feed is kept."
+    )
+    protection: bool = Field(
+        default=True, description="Carry out the storage policy (pseudonyms, encryption, retention) at write."
+    )
+    retention_batch_size: int = Field(
+        default=5000, ge=1, le=100_000,
+        description="Rows the retention sweep and an erasure delete per transaction.",
+    )
+    retention_interval_seconds: int = Field(
+        default=3600, ge=60, description="How often a long-running service runs the retention sweep."
+    )
     consent_file: Path | None = Field(
         default=None, description="Interim consent registry (JSON) until the consent module lands."
+    )
+    query_max_page_size: int = Field(
+        default=5000, ge=1, le=10_000, description="Largest page_size a data query may ask for (413 above)."
+    )
+    query_max_scan_rows: int = Field(
+        default=200_000, ge=1,
+        description="Most stored rows one whole-set query (aggregate, k-anonymity, DP) may read (413 above).",
+    )
+    query_max_result_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="A shaped query result larger than this is refused (413)."
+    )
+    dp_default_epsilon_budget: float = Field(
+        default=1.0, gt=0, description="Total privacy budget (epsilon) of an agreement that does not set its own."
+    )
+    dp_max_contributions: int = Field(
+        default=10, ge=1, description="Records per data subject a DP aggregate counts (the rest are not used)."
+    )
+    api_audience: str = Field(
+        default="citygov", min_length=1, description="The 'aud' every signed API request must name."
+    )
+    api_public_url: str | None = Field(
+        default=None,
+        description="The API's public base URL (https://data.city.example): signed 'htu' claims are checked "
+        "against it. Unset, the scheme and Host of each request are used (development, tests).",
+    )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Request bodies over this are refused (413) before parsing."
+    )
+    api_clock_skew_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock difference allowed on iat, nbf and exp of signed requests."
+    )
+    api_token_max_lifetime_seconds: int = Field(
+        default=300, ge=1, le=3600, description="Longest exp - iat a signed request may have."
+    )
+    api_replay_purge_seconds: int = Field(
+        default=60, ge=1, description="How often the server deletes expired request ids (jti) from the replay table."
     )
 
     def resolved_database_url(self) -> str:

@@ -71,3 +71,44 @@ class NotFoundError(CitygovError):
     """The thing asked for does not exist."""
 
     code = "not_found"
+
+
+class AuthenticationError(CitygovError):
+    """A request's signature or credentials did not check out.
+
+    Callers see only the generic message (HTTP 401); ``reason`` is the precise cause, for the audit log.
+    """
+
+    code = "unauthenticated"
+    public_message = "the request could not be authenticated"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class AccessDeniedError(CitygovError):
+    """The caller is known but may not do this (a policy deny, no agreement, no consent): HTTP 403.
+
+    ``reasons`` are the policy's reason codes; they describe the request, never other people's data.
+    """
+
+    code = "access_denied"
+
+    def __init__(self, message: str, *, reasons: tuple[str, ...] = (), decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+        self.decision_id = decision_id
+
+
+class QuotaExceededError(AccessDeniedError):
+    """A request quota or a privacy budget is spent: HTTP 429 for quotas, 403 for budgets."""
+
+    code = "quota_exceeded"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body or a result is over its limit: HTTP 413."""
+
+    code = "payload_too_large"

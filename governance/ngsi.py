@@ -15,7 +15,10 @@ def to_ngsi_ld(entity: dict[str, Any], schema: EntitySchema) -> dict[str, Any]:
     Date-time properties are typed ``DateTime`` as NGSI-LD requires; measured properties carry
     their UN/CEFACT ``unitCode``.
     """
-    out: dict[str, Any] = {"id": entity["id"], "type": entity["type"]}
+    entity_id = str(entity["id"])
+    if entity_id.startswith("psn:"):  # a pseudonymized id stays a URI of the one id scheme
+        entity_id = f"urn:ngsi-ld:{entity['type']}:{entity_id}"
+    out: dict[str, Any] = {"id": entity_id, "type": entity["type"]}
     relationships = schema.relationships
     date_times = schema.date_times
     for name, value in entity.items():

@@ -36,6 +36,7 @@ from governance.ingest.batch import IngestReport
 from governance.ingest.listener import Listener
 from governance.ingest.pipeline import utc_now
 from governance.ngsi import to_ngsi_ld
+from governance.protect.reveal import EntityRevealer
 from governance.store.entities import iter_entities
 
 ConfigOption = Annotated[
@@ -162,17 +163,24 @@ def entities_command(
     entity_type: Annotated[str | None, typer.Option("--type", "-t", help="Entity type to export.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="keyvalues or ngsi-ld.")] = "keyvalues",
     provenance: Annotated[bool, typer.Option(help="Wrap each entity with its provenance.")] = False,
+    reveal: Annotated[bool, typer.Option(help="Decrypt sealed personal fields (needs the master key and the "
+                                              "keystore; the export is audited).")] = False,
 ) -> None:
-    """Export stored entities as JSON lines on stdout."""
+    """Export stored entities as JSON lines on stdout, as stored: personal fields sealed unless --reveal.
+
+    Departments get data through the signed API, under policy; this command is the operator's view.
+    """
     if fmt not in ("keyvalues", "ngsi-ld"):
         raise ConfigurationError("--format must be keyvalues or ngsi-ld")
     catalog = default_catalog()
     if entity_type is not None and entity_type not in catalog:
         raise ConfigurationError(f"unknown entity type {entity_type!r} (known: {', '.join(catalog.types())})")
-    engine = store(settings())
+    config = settings()
+    engine = store(config)
     out = sys.stdout.buffer
+    revealer = EntityRevealer.for_export(config, engine, entity_type=entity_type) if reveal else None
     for row in iter_entities(engine, entity_type=entity_type):
-        entity = row["data"]
+        entity = revealer.reveal(row) if revealer is not None else row["data"]
         if fmt == "ngsi-ld":
             entity = to_ngsi_ld(entity, catalog.get(row["entity_type"]))
         if provenance:

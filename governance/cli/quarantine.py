@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import getpass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from governance.audit.entries import AuditEvent
+from governance.audit.log import AuditLog
+from governance.catalog import default_catalog
 from governance.cli.common import emit_json, governed_pipeline, handle_errors, settings, stdout, store
 from governance.cli.ingest import JsonOption, print_report
 from governance.errors import ConfigurationError
 from governance.ingest.retry import retry
+from governance.protect.keyring import Keyring
+from governance.protect.quarantine import QuarantineVault
 from governance.store.quarantine import QuarantineFilter, get_quarantined, list_quarantined
 
 app = typer.Typer(help="Records that failed a step, with their raw payload and the reason.", no_args_is_help=True)
@@ -27,10 +33,13 @@ def _filter(status: str, adapter: str | None, reason: str | None, limit: int) ->
                             limit=limit)
 
 
-def _public(row: dict[str, Any], *, with_payload: bool) -> dict[str, Any]:
+def _public(row: dict[str, Any], *, with_payload: bool, vault: QuarantineVault | None = None) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != "payload"}
-    if with_payload:
-        payload = row["payload"]
+    if with_payload and row.get("sealed") and vault is None:
+        out["payload"] = None
+        out["note"] = "the payload is sealed (a feed that can carry personal data); --reveal opens it, audited"
+    elif with_payload:
+        payload = vault.open(row["payload"], row["fingerprint"]) if row.get("sealed") and vault else row["payload"]
         try:
             out["payload"] = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -64,10 +73,23 @@ def list_command(
 @handle_errors
 def show_command(
     record: Annotated[int, typer.Argument(help="Quarantine record number.")],
+    reveal: Annotated[bool, typer.Option(help="Open a sealed payload (personal data); the access is audited.")]
+    = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Show one quarantined record with its raw payload."""
-    row = _public(get_quarantined(store(settings()), record), with_payload=True)
+    """Show one quarantined record with its raw payload (sealed payloads only with --reveal)."""
+    cfg = settings()
+    engine = store(cfg)
+    found = get_quarantined(engine, record)
+    vault = None
+    if reveal and found.get("sealed"):
+        vault = QuarantineVault(Keyring.from_settings(cfg, engine), default_catalog(),
+                                retention_days=cfg.quarantine_retention_days)
+        AuditLog.open(engine, cfg.data_dir).append([AuditEvent(
+            actor=f"operator:{getpass.getuser()}", action="quarantine.reveal", stage="storage", decision="revealed",
+            refs={"quarantine": record, "adapter": found["adapter"], "fingerprint": found["fingerprint"]},
+        )])
+    row = _public(found, with_payload=True, vault=vault)
     if json_output:
         emit_json(row)
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from governance.errors import InvalidRecordError
@@ -27,6 +28,17 @@ class Rejection:
         return cls(step=step, reason=error.reason, detail=error.detail, field=error.field)
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """How one entity is written, as the storage step decided: the store's columns beside ``data``."""
+
+    observed_at: datetime | None
+    subject: str | None = None
+    """The subject's pseudonym, for types that have a data subject."""
+    retain_until: datetime | None = None
+    policy_revision: str | None = None
+
+
 @dataclass(slots=True)
 class Record:
     """One input message and what the pipeline made of it so far."""
@@ -38,6 +50,8 @@ class Record:
     duplicate: bool = False
     retry_of: int | None = None
     """Quarantine row this record is a retry of, if any."""
+    stored: list[Stored] | None = None
+    """Set by the storage step: one entry per entity, in order."""
 
     @property
     def active(self) -> bool:
@@ -47,6 +61,7 @@ class Record:
         if self.rejection is None:
             self.rejection = rejection
             self.entities = []
+            self.stored = None
 
 
 @dataclass(slots=True)

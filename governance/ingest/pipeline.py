@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,9 @@ from governance.ingest.quality import QualityRunner, default_suites
 from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
 from governance.ingest.timeparse import parse_instant
 from governance.store import entities, ledger, quarantine
+
+if TYPE_CHECKING:
+    from governance.protect.quarantine import QuarantineVault
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,11 @@ class Pipeline:
         steps: Sequence[Step] | None = None,
         clock: Clock = utc_now,
         observers: Sequence[BatchObserver] = (),
+        quarantine_vault: QuarantineVault | None = None,
     ) -> None:
         self.engine = engine
         self.observers = list(observers)
+        self.vault = quarantine_vault
         self.settings = settings
         self.catalog = catalog or default_catalog()
         self.clock = clock
@@ -115,6 +120,7 @@ class Pipeline:
                     record.duplicate = False
                     record.rejection = None
                     record.entities = []
+                    record.stored = None
         raise AssertionError("unreachable")
 
     def _mark_duplicates(self, adapter: Adapter, batch: Batch) -> None:
@@ -152,16 +158,21 @@ class Pipeline:
                 continue
             report.accepted += 1
             raw_sha256 = message.payload_sha256()
-            for parsed in record.entities:
+            stored = record.stored
+            for index, parsed in enumerate(record.entities):
                 schema = self.catalog.get(parsed.entity_type)
                 report.entities += 1
                 report.by_type[parsed.entity_type] += 1
+                meta = stored[index] if stored is not None else None
                 entity_rows.append(
                     {
                         "entity_id": parsed.entity_id,
                         "entity_type": parsed.entity_type,
                         "dataset": schema.dataset,
-                        "observed_at": _observed_at(parsed.data, schema.observed_at),
+                        "observed_at": meta.observed_at if meta else observed_at_of(parsed.data, schema.observed_at),
+                        "subject": meta.subject if meta else None,
+                        "retain_until": meta.retain_until if meta else None,
+                        "policy_revision": meta.policy_revision if meta else None,
                         "data": parsed.data,
                         "adapter": adapter.name,
                         "adapter_version": adapter.version,
@@ -201,6 +212,13 @@ class Pipeline:
         rejection = record.rejection
         assert rejection is not None
         kept = message.payload[: self.settings.max_payload_bytes]
+        sealed = False
+        retain_until = None
+        if self.vault is not None and self.vault.applies_to(adapter) and kept:
+            kept = self.vault.seal(kept, record.fingerprint)
+            sealed = True
+        if self.vault is not None and self.vault.applies_to(adapter):
+            retain_until = now + self.vault.retention
         return {
             "fingerprint": record.fingerprint,
             "adapter": adapter.name,
@@ -218,9 +236,12 @@ class Pipeline:
             "payload": kept,
             "payload_size": int(message.context.get("original_size", len(message.payload))),
             "payload_sha256": str(message.context.get("original_sha256") or message.payload_sha256()),
-            "payload_truncated": len(kept) < len(message.payload) or bool(message.context.get("truncated")),
+            "payload_truncated": (not sealed and len(kept) < len(message.payload))
+            or len(message.payload) > self.settings.max_payload_bytes or bool(message.context.get("truncated")),
             "status": "open",
             "attempts": 1,
+            "sealed": sealed,
+            "retain_until": retain_until,
         }
 
 
@@ -234,7 +255,8 @@ def _ledger_row(adapter: Adapter, record: Record, status: str, count: int = 0) -
     }
 
 
-def _observed_at(data: dict[str, Any], prop: str | None) -> datetime | None:
+def observed_at_of(data: dict[str, Any], prop: str | None) -> datetime | None:
+    """The store's ``observed_at`` of an entity: its schema's observation-time property, parsed."""
     if prop is None or prop not in data:
         return None
     try:

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter, adapter_class
-from governance.errors import InvalidRecordError
+from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.batch import IngestReport, Record
 from governance.ingest.message import RawMessage
 from governance.ingest.pipeline import Pipeline
 from governance.ingest.sources import unwrap_capture_line
 from governance.store import quarantine
 
+if TYPE_CHECKING:
+    from governance.protect.quarantine import QuarantineVault
 
-def message_of(row: dict[str, Any]) -> RawMessage:
-    """Rebuild the original message from its quarantine row alone."""
+
+def message_of(row: dict[str, Any], vault: QuarantineVault | None = None) -> RawMessage:
+    """Rebuild the original message from its quarantine row (a sealed payload is opened with ``vault``)."""
     context = dict(row.get("context") or {})
+    if row.get("sealed"):
+        if vault is None:
+            raise ConfigurationError(
+                f"quarantined record #{row.get('pk')} is sealed (personal data); retry it through the governed "
+                "pipeline, which holds the quarantine key"
+            )
+        row = {**row, "payload": vault.open(row["payload"], row["fingerprint"])}
     if row.get("payload_truncated") and not row["payload"] and row["payload_size"]:
         return RawMessage(
             payload=b"",
@@ -72,7 +82,7 @@ def retry(pipeline: Pipeline, rows: list[dict[str, Any]], *, config: Path | None
     total = IngestReport()
     for (name, config_ref), members in groups.items():
         adapter: Adapter = adapter_class(name).from_config_file(Path(config_ref) if config_ref else None)
-        records = [Record(message_of(r), r["fingerprint"], retry_of=int(r["pk"])) for r in members]
+        records = [Record(message_of(r, pipeline.vault), r["fingerprint"], retry_of=int(r["pk"])) for r in members]
         total.add(pipeline.run_batch(adapter, records))
     return total
 

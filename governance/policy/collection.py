@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,9 +56,9 @@ class DecisionCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._entries: dict[tuple[str, Scope], tuple[datetime, PolicyInput, Decision]] = {}
+        self._entries: dict[tuple[str, Hashable], tuple[datetime, PolicyInput, Decision]] = {}
 
-    def get(self, revision: str, scope: Scope, now: datetime) -> tuple[PolicyInput, Decision] | None:
+    def get(self, revision: str, scope: Hashable, now: datetime) -> tuple[PolicyInput, Decision] | None:
         entry = self._entries.get((revision, scope))
         if entry is None or now - entry[0] >= self.ttl or now < entry[0]:
             self.misses += 1
@@ -66,7 +66,7 @@ class DecisionCache:
         self.hits += 1
         return entry[1], entry[2]
 
-    def put(self, revision: str, scope: Scope, now: datetime, policy_input: PolicyInput, decision: Decision) -> None:
+    def put(self, revision: str, scope: Hashable, now: datetime, policy_input: PolicyInput, decision: Decision) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[(revision, scope)] = (now, policy_input, decision)

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,8 @@ from governance.protect.tables import ProtectKey
 
 PSEUDONYM = "pseudonym"
 RECEIPT_SIGNING = "receipt-signing"
+RESPONSE_SIGNING = "response-signing"
+QUARANTINE = "quarantine"
 _WRAP_LABEL = "citygov/v1/protect-key-wrap"
 _TABLE = ProtectKey.__table__  # type: ignore[attr-defined]
 
@@ -63,6 +66,33 @@ class HmacKey:
 
     def __repr__(self) -> str:
         return f"HmacKey(purpose={self.purpose!r}, version={self.version})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("key objects cannot be pickled")
+
+
+class SealingKey:
+    """An AES-256-GCM key for one purpose and version (the stored secret, through HKDF)."""
+
+    __slots__ = ("_aead", "purpose", "version")
+
+    def __init__(self, secret: bytes, *, purpose: str, version: int) -> None:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=f"citygov/v1/sealing/{purpose}".encode())
+        self._aead = AESGCM(hkdf.derive(secret))
+        self.purpose = purpose
+        self.version = version
+
+    def encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        return self._aead.encrypt(nonce, data, aad)
+
+    def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        return self._aead.decrypt(nonce, data, aad)
+
+    def __repr__(self) -> str:
+        return f"SealingKey(purpose={self.purpose!r}, version={self.version})"
 
     __str__ = __repr__
 
@@ -111,6 +141,7 @@ class Keyring:
         self.clock = clock
         self._hmac: HmacKey | None = None
         self._receipt: ReceiptKey | None = None
+        self._quarantine: SealingKey | None = None
         self._recipients: dict[str, HmacKey] = {}
 
     @classmethod
@@ -142,6 +173,16 @@ class Keyring:
         if self._receipt is None:
             self._receipt = ReceiptKey(self._stored(RECEIPT_SIGNING, 1), version=1)
         return self._receipt
+
+    def quarantine_key(self) -> SealingKey:
+        """The AES-256-GCM key that seals quarantined payloads of feeds that can carry personal data."""
+        if self._quarantine is None:
+            self._quarantine = SealingKey(self._stored(QUARANTINE, 1), purpose=QUARANTINE, version=1)
+        return self._quarantine
+
+    def response_signing_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 key that signs data API responses (stored like the receipt key; the API names it by kid)."""
+        return Ed25519PrivateKey.from_private_bytes(self._stored(RESPONSE_SIGNING, 1))
 
     def receipt_public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every receipt key this keyring can verify with, by ``kid``."""

@@ -123,6 +123,11 @@ class SubjectKeys:
                 pass  # already a tombstone
         return ShredResult(subject=subject, destroyed_at=at, had_key=had_key, had_secret=had_secret)
 
+    def erased(self, subjects: Collection[str]) -> set[str]:
+        """Which of ``subjects`` (pseudonyms) were erased: their key row is a tombstone."""
+        return {row.subject for row in self._rows(sorted(set(subjects)))
+                if row.destroyed_at is not None or row.wrapped_key is None}
+
     def status(self, subject: str) -> dict[str, Any] | None:
         """What may be shown about a subject's key: version and dates, never bytes."""
         rows = list(self._rows([subject]))

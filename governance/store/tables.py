@@ -56,6 +56,12 @@ class EntityRecord(SQLModel, table=True):
     message_fingerprint: str = Field(index=True, max_length=64)
     """The ledger row this entity came from; one message may hold several observations of one thing."""
     removed_fields: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    subject: str | None = Field(default=None, index=True, max_length=64)
+    """The data subject's pseudonym (``psn:v1:…``) for types that have one: erasure and export go by it."""
+    retain_until: datetime | None = _utc_column(index=True, nullable=True)
+    """The retention deadline the storage decision set at write; the sweep deletes past it."""
+    policy_revision: str | None = Field(default=None, max_length=64)
+    """The policy revision whose storage decision protected this row."""
 
 
 class QuarantineRecord(SQLModel, table=True):
@@ -85,3 +91,7 @@ class QuarantineRecord(SQLModel, table=True):
     status: str = Field(default="open", max_length=16, description="open | resolved")
     attempts: int = 1
     resolved_at: datetime | None = _utc_column(nullable=True)
+    sealed: bool = False
+    """``payload`` is sealed (``enc:v1`` bytes under the quarantine key): feeds that can carry personal data."""
+    retain_until: datetime | None = _utc_column(index=True, nullable=True)
+    """When the raw payload expires; the retention sweep deletes the row after it."""

@@ -44,8 +44,12 @@ subject_field := common.dataset.subject_property
 
 # METADATA
 # title: Personal fields encrypted at rest
-# description: Every personal or special-category field but the identity and the (pseudonymized) subject.
+# description: >-
+#   Every personal or special-category field but the identity and the (pseudonymized) subject, under the
+#   subject's own key. A dataset without a data subject (a device's location) has no person to key them by:
+#   its personal fields are listed in the notes (personal_unkeyed) for the privacy officer instead.
 encrypted contains name if {
+	has_subject
 	some name, rank in common.field_ranks
 	rank >= common.rank.personal
 	not name in common.identity_fields
@@ -74,5 +78,16 @@ obligation contains {"kind": "pseudonymize", "fields": [subject_field], "recipie
 }
 
 obligation contains {"kind": "encrypt_at_rest", "fields": common.sorted_list(encrypted)} if count(encrypted) > 0
+
+has_subject if subject_field != null
+
+unkeyed contains name if {
+	not has_subject
+	some name, rank in common.field_ranks
+	rank >= common.rank.personal
+	not name in common.identity_fields
+}
+
+notes contains common.reason("personal_unkeyed", concat("", ["personal fields of ", input.dataset, " have no data subject to be encrypted for: ", concat(", ", common.sorted_list(unkeyed))])) if count(unkeyed) > 0
 
 notes contains common.reason("retention", concat("", [form, " records of ", input.dataset, " (", level, " data) kept ", format_int(retention_days, 10), " days"]))

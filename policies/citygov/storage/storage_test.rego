@@ -53,3 +53,14 @@ test_only_services_store if {
 	d := storage.decision with input as object.union(stored("monitoring.weather", ["temperature"]), {"actor": {"kind": "department", "id": "x"}})
 	not d.allow
 }
+
+test_personal_fields_without_a_subject_are_noted_not_encrypted if {
+	d := storage.decision with input as stored("monitoring.device", ["id", "type", "location", "batteryLevel"])
+	d.allow
+	every o in d.obligations {
+		o.kind == "retention"
+	}
+	some r in d.reasons
+	r.code == "personal_unkeyed"
+	contains(r.detail, "location")
+}

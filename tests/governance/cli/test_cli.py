@@ -115,7 +115,11 @@ def test_entities_export_in_both_forms(env: Path) -> None:
     invoke("ingest", "--adapter", "care-hub", str(path))
     code, out = invoke("entities", "--type", "Alert")
     (alert,) = [orjson.loads(line) for line in out.splitlines()]
-    assert alert["type"] == "Alert" and alert["category"] == "health"
+    assert alert["type"] == "Alert" and alert["category"].startswith("enc:v1:")  # stored sealed
+    assert alert["refResident"].startswith("psn:v1:") and "R-00001" not in out
+    code, out = invoke("entities", "--type", "Alert", "--reveal")
+    (alert,) = [orjson.loads(line) for line in out.splitlines()]
+    assert code == 0 and alert["category"] == "health" and alert["refResident"].startswith("psn:v1:")
     code, out = invoke("entities", "--format", "ngsi-ld")
     normalized = [orjson.loads(line) for line in out.splitlines()]
     assert len(normalized) == 2
@@ -139,10 +143,11 @@ def test_every_ingest_batch_is_audited_without_personal_values(env: Path) -> Non
     assert code == 0
     entries = json.loads(out)
     actions = [e["action"] for e in entries]
-    # the consent, one policy decision for the batch's one scope (not one per record), one entry for
-    # the batch and one per quarantine reason (wrong_type twice → one entry; no_legal_basis for the
-    # two residents without consent → one entry)
-    assert actions.count("policy.decision") == 1, actions
+    # the consent, one policy decision per stage for the batch's one scope (not one per record: collection,
+    # then storage), one entry for the batch and one per quarantine reason (wrong_type twice → one entry;
+    # no_legal_basis for the two residents without consent → one entry)
+    stages = sorted(e["stage"] for e in entries if e["action"] == "policy.decision")
+    assert stages == ["collection", "storage"], actions
     assert actions.count("ingest.batch") == 1, actions
     quarantine_reasons = sorted(e["reasons"][0] for e in entries if e["action"] == "ingest.quarantine")
     assert quarantine_reasons == ["no_legal_basis", "not_utf8", "wrong_type"], entries
@@ -185,3 +190,18 @@ def test_consent_changes_are_audited_without_the_subject_id(env: Path) -> None:
     assert "R-77" not in out
     code, _ = invoke("audit", "verify")
     assert code == 0
+
+
+def test_sealed_quarantine_payloads_are_shown_only_with_reveal_which_is_audited(env: Path) -> None:
+    path = capture(env / "care.jsonl", [care_event(1, value="x")])
+    invoke("ingest", "--adapter", "care-hub", str(path))
+    code, out = invoke("quarantine", "list", "--json")
+    (listed,) = json.loads(out)
+    code, out = invoke("quarantine", "show", str(listed["pk"]), "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["sealed"] is True and shown["payload"] is None and "R-00001" not in out
+    code, out = invoke("quarantine", "show", str(listed["pk"]), "--reveal", "--json")
+    assert code == 0 and json.loads(json.loads(out)["payload"])["resident"] == "R-00001"
+    code, out = invoke("audit", "log", "--json")
+    reveals = [e for e in json.loads(out) if e["action"] == "quarantine.reveal"]
+    assert len(reveals) == 1 and "R-00001" not in json.dumps(reveals)

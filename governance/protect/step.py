@@ -1,0 +1,239 @@
+"""The storage stage as a pipeline step: the storage policy decides, this step carries it out at write.
+
+Once per batch and scope (dataset, set of fields) the storage policy is asked — with the decision cached
+by policy revision like the collection step's — and its obligations are applied to the whole group:
+
+- ``retention``: each entity gets ``retain_until`` = its observation time (else its receive time) plus the
+  days decided; the retention sweep deletes it after that;
+- ``pseudonymize`` (recipient ``store``) and ``encrypt_at_rest``: together with the schema's protection
+  plan (the floor: a policy can add protection, never remove what the schema classifies personal), the
+  subject and identifiers tied to the person become pseudonyms and personal fields are sealed under the
+  subject's data key (:class:`governance.protect.fieldcrypt.FieldProtector`), in one call per group.
+
+A deny, an obligation this step does not know, or a failed evaluation rejects the group's records (step
+``storage``; they go to quarantine). Records of an erased subject are refused and their payload is not
+kept: nothing more is stored about a person who was erased.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from adapters.base import Adapter
+from governance.catalog import SchemaCatalog
+from governance.ingest.batch import Batch, Record, Rejection, Stored
+from governance.ingest.message import ParsedEntity
+from governance.ingest.pipeline import observed_at_of
+from governance.policy.collection import DecisionCache, discard_payload
+from governance.policy.model import Actor, Context, Decision, PolicyInput, Stage, Subject
+from governance.policy.point import DecisionPoint
+from governance.protect.errors import ProtectionError, SubjectErasedError
+from governance.protect.fieldcrypt import FieldProtector, ProtectionPlan
+
+log = logging.getLogger(__name__)
+
+STEP = "storage"
+ACTOR = Actor(kind="service", id="store")
+_KNOWN = frozenset({"retention", "pseudonymize", "encrypt_at_rest"})
+
+
+@dataclass(frozen=True)
+class StorageScope:
+    dataset: str
+    fields: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    """What a storage decision means for one scope."""
+
+    retention: timedelta | None
+    protection: ProtectionPlan | None
+    revision: str
+
+
+class ProtectStep:
+    """The ``storage`` step of the governed pipeline (the Step protocol: ``run(adapter, batch)``)."""
+
+    name = STEP
+
+    def __init__(
+        self,
+        point: DecisionPoint,
+        catalog: SchemaCatalog,
+        protector: FieldProtector,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cache_seconds: int = 300,
+    ) -> None:
+        self.point = point
+        self.catalog = catalog
+        self.protector = protector
+        self.clock = clock
+        self.cache = DecisionCache(timedelta(seconds=cache_seconds))
+
+    def run(self, adapter: Adapter, batch: Batch) -> None:
+        now = self.clock()
+        groups: dict[StorageScope, list[tuple[Record, int, ParsedEntity]]] = defaultdict(list)
+        for record in batch.active():
+            record.stored = [Stored(observed_at=None)] * len(record.entities)
+            for index, entity in enumerate(record.entities):
+                schema = self.catalog.get(entity.entity_type)
+                groups[StorageScope(schema.dataset, frozenset(entity.data))].append((record, index, entity))
+        for scope, members in groups.items():
+            live = [m for m in members if m[0].active]
+            if live:
+                self._store(adapter, scope, live, now)
+
+    def _store(self, adapter: Adapter, scope: StorageScope, members: list[tuple[Record, int, ParsedEntity]],
+               now: datetime) -> None:
+        decision = self._decision(adapter, scope, now, len(members))
+        revision_note = f"policy revision {decision.revision[:12]}"
+        if not decision.allow:
+            reason = decision.reasons[0] if decision.reasons else None
+            code = reason.code if reason else "storage_denied"
+            detail = reason.detail if reason and reason.detail else "the storage policy refused these fields"
+            for record, _, _ in members:
+                _reject(record, code, f"{detail} ({revision_note})")
+            return
+        try:
+            plan = self._plan(scope, decision)
+        except ProtectionError as exc:
+            for record, _, _ in members:
+                _reject(record, "storage_obligation", f"{exc} ({revision_note})")
+            return
+        entity_type = members[0][2].entity_type
+        observed_prop = self.catalog.get(entity_type).observed_at
+        times = [observed_at_of(entity.data, observed_prop) for _, _, entity in members]
+        if plan.protection is not None:
+            members, times = self._protect(plan.protection, members, times, revision_note)
+        for (record, index, entity), observed in zip(members, times, strict=True):
+            if not record.active or record.stored is None:
+                continue
+            base = observed or record.message.received_at
+            subject = entity.data.get(plan.protection.subject_property) if plan.protection else None
+            record.stored[index] = Stored(
+                observed_at=observed,
+                subject=subject if isinstance(subject, str) else None,
+                retain_until=base + plan.retention if plan.retention is not None else None,
+                policy_revision=plan.revision,
+            )
+
+    def _protect(
+        self,
+        protection: ProtectionPlan,
+        members: list[tuple[Record, int, ParsedEntity]],
+        times: list[datetime | None],
+        revision_note: str,
+    ) -> tuple[list[tuple[Record, int, ParsedEntity]], list[datetime | None]]:
+        kept: list[tuple[Record, int, ParsedEntity]] = []
+        kept_times: list[datetime | None] = []
+        for member, observed in zip(members, times, strict=True):
+            subject = member[2].data.get(protection.subject_property)
+            if not isinstance(subject, str) or not subject:
+                _reject(member[0], "missing_subject",
+                        f"{member[2].entity_type} has no {protection.subject_property} to key its protection by "
+                        f"({revision_note})", field=protection.subject_property)
+            else:
+                kept.append(member)
+                kept_times.append(observed)
+        erased = self.protector.subject_keys.erased({self.protector.pseudonyms.of(str(m[2].data[
+            protection.subject_property])) for m in kept})
+        if erased:
+            live: list[tuple[Record, int, ParsedEntity]] = []
+            live_times: list[datetime | None] = []
+            for member, observed in zip(kept, kept_times, strict=True):
+                if self.protector.pseudonyms.of(str(member[2].data[protection.subject_property])) in erased:
+                    _reject(member[0], "subject_erased",
+                            "the data subject was erased; nothing more is stored about them", discard=True)
+                else:
+                    live.append(member)
+                    live_times.append(observed)
+            kept, kept_times = live, live_times
+        if not kept:
+            return [], []
+        try:
+            sealed = self.protector.protect([m[2].data for m in kept], protection, observed_at=kept_times)
+        except SubjectErasedError:  # erased between the check and the write: judge the batch again next time
+            for record, _, _ in kept:
+                _reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",
+                        discard=True)
+            return [], []
+        for (_, _, entity), data in zip(kept, sealed, strict=True):
+            entity.data = data  # the entity id follows data["id"], now a pseudonym where the schema says so
+        return kept, kept_times
+
+    def _decision(self, adapter: Adapter, scope: StorageScope, now: datetime, count: int) -> Decision:
+        revision = self.point.revision
+        key = ("storage", scope)
+        cached = self.cache.get(revision, key, now)
+        if cached is not None:
+            policy_input, decision = cached
+        else:
+            subject_property = self._subject_property(scope.dataset)
+            policy_input = PolicyInput(
+                stage=Stage.STORAGE,
+                actor=ACTOR,
+                dataset=scope.dataset,
+                fields=tuple(scope.fields),
+                subject=Subject(property=subject_property) if subject_property in scope.fields else None,
+                context=Context(time=now, channel=adapter.transport, form="raw"),
+            )
+            decision = self.point.evaluate(policy_input)
+            if decision.failure is None:
+                self.cache.put(revision, key, now, policy_input, decision)
+        return self.point.record(policy_input, decision, cached=cached is not None, records=count)
+
+    def _subject_property(self, dataset: str) -> str | None:
+        for entity_type in self.catalog.types():
+            schema = self.catalog.get(entity_type)
+            if schema.dataset == dataset:
+                return schema.subject_property
+        return None
+
+    def _plan(self, scope: StorageScope, decision: Decision) -> StoragePlan:
+        unknown = {o.kind for o in decision.obligations} - _KNOWN
+        if unknown:
+            raise ProtectionError(f"the storage step cannot carry out obligations {sorted(unknown)}; nothing stored")
+        days = [o.days for o in decision.obligations if o.kind == "retention"]
+        retention = timedelta(days=min(days)) if days else None
+        encrypt: set[str] = set()
+        pseudonymize: set[str] = set()
+        for obligation in decision.obligations:
+            if obligation.kind == "encrypt_at_rest":
+                encrypt.update(obligation.fields)
+            elif obligation.kind == "pseudonymize":
+                if obligation.recipient != "store":
+                    raise ProtectionError("stored records are pseudonymized for recipient 'store' only")
+                pseudonymize.update(obligation.fields)
+        subject_property = self._subject_property(scope.dataset)
+        floor = None
+        for entity_type in self.catalog.types():
+            schema = self.catalog.get(entity_type)
+            if schema.dataset == scope.dataset:
+                floor = ProtectionPlan.from_schema(schema)
+                break
+        if floor is None and not (encrypt or pseudonymize):
+            return StoragePlan(retention, None, decision.revision)
+        if subject_property is None:
+            raise ProtectionError(f"dataset {scope.dataset} has no data subject to key encryption by")
+        if floor is not None:
+            encrypt |= floor.encrypt
+            pseudonymize |= floor.pseudonymize
+        pseudonymize.discard(subject_property)
+        encrypt -= pseudonymize | {subject_property, "id", "type"}
+        protection = ProtectionPlan(subject_property=subject_property, encrypt=frozenset(encrypt),
+                                    pseudonymize=frozenset(pseudonymize))
+        return StoragePlan(retention, protection, decision.revision)
+
+
+def _reject(record: Record, reason: str, detail: str, *, field: str | None = None, discard: bool = False) -> None:
+    if not record.active:
+        return
+    record.reject(Rejection(STEP, reason, detail, field, discard_payload=discard))
+    if discard:
+        record.message = discard_payload(record.message, reason)

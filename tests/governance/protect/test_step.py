@@ -1,0 +1,151 @@
+"""The storage step in the governed pipeline: what the storage policy decides is what lands on disk."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import Engine, select
+
+from adapters.base import Adapter
+from adapters.care_hub import CareHubAdapter
+from adapters.traffic_counter import TrafficCounterAdapter
+from governance.assembly import build_pipeline
+from governance.config import Settings
+from governance.consent.registry import ConsentRegistry
+from governance.ingest.batch import IngestReport
+from governance.ingest.pipeline import Pipeline
+from governance.ingest.retry import message_of, retry
+from governance.ingest.sources import read_capture_lines
+from governance.protect.errors import DecryptionError
+from governance.protect.fieldcrypt import FieldProtector, is_sealed
+from governance.protect.quarantine import QuarantineVault
+from governance.store import entities, quarantine
+from governance.store.tables import EntityRecord
+from tests.conftest import FIXED_NOW
+from tests.governance.ingest.test_pipeline import capture, care_event
+
+SAMPLES = Path(__file__).resolve().parents[3] / "adapters" / "samples"
+_ENTITY = EntityRecord.__table__  # type: ignore[attr-defined]
+
+
+def _consent(settings: Settings, engine: Engine, *residents: int) -> None:
+    registry = ConsentRegistry.from_settings(settings, engine, clock=lambda: FIXED_NOW - timedelta(days=1))
+    for n in residents:
+        registry.grant({"subject_id": f"urn:ngsi-ld:Person:R-{n:05d}", "controller": "social-care",
+                        "purposes": ["care.monitoring"], "collection_method": "signed form"}, actor="officer:test")
+
+
+def _pipeline(engine: Engine, settings: Settings) -> Pipeline:
+    return build_pipeline(engine, settings, clock=lambda: FIXED_NOW)
+
+
+def _ingest(pipeline: Pipeline, adapter: Adapter, path: Path) -> IngestReport:
+    return pipeline.ingest(adapter, read_capture_lines(path, received_at=FIXED_NOW, max_bytes=100_000))
+
+
+def _rows(engine: Engine) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(_ENTITY).order_by(_ENTITY.c.pk))]
+
+
+def test_care_records_are_stored_pseudonymized_and_sealed(engine: Engine, settings: Settings,
+                                                          tmp_path: Path) -> None:
+    _consent(settings, engine, 1, 2)
+    path = capture(tmp_path / "care.jsonl", [care_event(1, value=71), care_event(2, value=64),
+                                              care_event(3, event="fall_detected", value=None)])
+    report = _ingest(_pipeline(engine, settings), CareHubAdapter(), path)
+    assert report.accepted == 3
+    rows = _rows(engine)
+    assert len(rows) == 3
+    dump = orjson.dumps(rows, default=str).decode()
+    for raw in ("R-00001", "R-00002", "R-00003", "H-0001", "H-0002", "H-0003"):
+        assert raw not in dump, f"{raw} stored in clear"
+    observations = [r for r in rows if r["entity_type"] == "ResidentObservation"]
+    for row in rows:
+        data = row["data"]
+        assert isinstance(data, dict)
+        assert row["subject"] == data["refResident"] and str(row["subject"]).startswith("psn:v1:")
+        assert row["entity_id"] == data["id"] and str(data["id"]).startswith("psn:v1:")
+        assert row["policy_revision"] and len(str(row["policy_revision"])) == 64
+    for row in observations:
+        data = row["data"]
+        assert isinstance(data, dict)
+        assert is_sealed(data["numValue"]) and is_sealed(data["observationType"])
+        assert not is_sealed(data["unitCode"])  # not personal: stays readable
+        observed = entities.as_utc(row["observed_at"])  # type: ignore[arg-type]
+        assert observed is not None
+        # care.observation raw records are kept 30 days from the observation (policies/data/retention.json)
+        assert entities.as_utc(row["retain_until"]) == observed + timedelta(days=30)  # type: ignore[arg-type]
+    protector = FieldProtector.from_settings(settings, engine)
+    opened = protector.reveal([r["data"] for r in observations],  # type: ignore[misc]
+                              fields={"numValue", "observationType"}, subject_property="refResident",
+                              observed_at=[entities.as_utc(r["observed_at"]) for r in observations])  # type: ignore[arg-type]
+    assert sorted(o["numValue"] for o in opened) == [64, 71]
+    assert {o["observationType"] for o in opened} == {"heartRate"}
+
+
+def test_non_personal_data_gets_a_retention_deadline_and_nothing_else(engine: Engine, settings: Settings,
+                                                                       tmp_path: Path) -> None:
+    sample = SAMPLES / "traffic-counter"
+    adapter = TrafficCounterAdapter.from_config_file(sample / "config.json")
+    report = _ingest(_pipeline(engine, settings), adapter, sample / "messages.jsonl")
+    assert report.accepted > 0
+    rows = _rows(engine)
+    assert rows and all(r["subject"] is None for r in rows)
+    for row in rows:
+        data = row["data"]
+        assert isinstance(data, dict) and not any(is_sealed(v) for v in data.values())
+        assert str(data["id"]).startswith("urn:ngsi-ld:")
+        days = 365 if row["dataset"] == "lighting.crowd-flow" else 1825  # per dataset, else classification
+        observed = entities.as_utc(row["observed_at"])  # type: ignore[arg-type]
+        assert observed is not None
+        assert entities.as_utc(row["retain_until"]) == observed + timedelta(days=days)  # type: ignore[arg-type]
+
+
+def test_nothing_more_is_stored_about_an_erased_subject(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    _consent(settings, engine, 1, 2)
+    pipeline = _pipeline(engine, settings)
+    _ingest(pipeline, CareHubAdapter(), capture(tmp_path / "a.jsonl", [care_event(1), care_event(2)]))
+    FieldProtector.from_settings(settings, engine).shred("urn:ngsi-ld:Person:R-00001")
+    later = capture(tmp_path / "b.jsonl", [care_event(1, at="2026-11-20T04:00:00+01:00"),
+                                            care_event(2, at="2026-11-20T04:00:00+01:00")])
+    report = _ingest(pipeline, CareHubAdapter(), later)
+    assert (report.accepted, report.quarantined) == (1, 1)
+    assert report.by_reason == {"subject_erased": 1}
+    (row,) = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
+    assert row["step"] == "storage" and row["payload"] == b""  # an erased person's payload is not kept
+    assert "R-00001" not in row["detail"]
+
+
+def test_quarantined_care_payloads_are_sealed_expire_and_stay_retryable(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    payload = care_event(9, value="x")
+    pipeline = _pipeline(engine, settings)
+    report = _ingest(pipeline, CareHubAdapter(), capture(tmp_path / "q.jsonl", [payload]))
+    assert report.quarantined == 1
+    (row,) = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
+    assert row["sealed"] is True
+    assert b"R-00009" not in row["payload"] and b"H-0009" not in row["payload"]
+    assert entities.as_utc(row["retain_until"]) == FIXED_NOW + timedelta(days=settings.quarantine_retention_days)
+    vault = pipeline.vault
+    assert isinstance(vault, QuarantineVault)
+    assert orjson.loads(message_of(row, vault).payload) == payload  # opens to exactly what arrived
+    with pytest.raises(DecryptionError):  # bound to its fingerprint: cannot be moved to another row
+        vault.open(row["payload"], "0" * 64)
+    again = retry(pipeline, [row])
+    assert row["reason"] == "wrong_type"
+    assert again.quarantined == 1 and again.by_reason == {"wrong_type": 1}
+    (after,) = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
+    assert after["attempts"] == 2 and after["sealed"] is True
+
+
+def test_feeds_without_personal_data_are_not_sealed(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    adapter = TrafficCounterAdapter.from_config_file(SAMPLES / "traffic-counter" / "config.json")
+    path = capture(tmp_path / "t.jsonl", [{"sensor": "TC-17", "from": "nonsense"}], topic="city/traffic/TC-17")
+    _ingest(_pipeline(engine, settings), adapter, path)
+    (row,) = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
+    assert row["sealed"] is False and row["retain_until"] is None and b"TC-17" in row["payload"]
