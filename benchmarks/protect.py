@@ -1,0 +1,191 @@
+"""Protection benchmark: ingest with the storage step on versus off, retention sweep rate, erasure time.
+
+    .venv/bin/python -m benchmarks.protect                      # SQLite and PostgreSQL, defaults below
+    .venv/bin/python -m benchmarks.protect --records 20000 --erase-records 100000 --database sqlite
+
+Targets (issue 5): protection costs <= 25 % of ingest throughput; the sweep rate (rows deleted per second)
+and the time to erase a subject with 100,000 records are reported.
+
+* **protection on/off**: the care-hub feed (generated city days, every resident consenting, as the demo does)
+  through the governed pipeline — once with ``CITYGOV_PROTECTION`` off (collection policy, audit, no storage
+  step) and once on (storage decision, pseudonyms, AES-GCM per subject, retention deadlines, sealed
+  quarantine), each into a fresh database, alternating, ``--repeats`` times; the cost is the ratio of the
+  median times minus one. Both runs pay everything else the same way, so the ratio is the protection's share.
+* **sweep**: ``--sweep-records`` expired entity rows (retain_until in the past) written directly, then
+  ``governance.retention.sweep`` deletes them in batches; rows/s.
+* **erasure**: one subject with ``--erase-records`` stored (sealed) observations among others; the time of
+  ``governance.subject.erase`` — crypto-shredding plus deleting the rows.
+
+Results to stdout and, with ``--out DIR``, JSON in ``DIR/protect-<db>.json``. Not a test: numbers go to
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert
+
+from adapters.base import adapter_class
+from benchmarks.ingest import database, generate, machine, make_pipeline, read
+from governance.catalog import default_catalog
+from governance.config import Settings
+from governance.protect.fieldcrypt import FieldProtector
+from governance.store.db import create_db_engine, init_schema
+from governance.store.tables import EntityRecord
+
+FEED = "care-hub"
+_ENTITY = EntityRecord.__table__  # type: ignore[attr-defined]
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def ingest_once(kind: str, workdir: Path, records_file: Any, *, protection: bool, label: str) -> tuple[float, int]:
+    """Seconds to ingest the feed into a fresh database, and the entities stored."""
+    with database(kind, workdir, label) as url:
+        settings = Settings(data_dir=workdir / label, database_url=url, protection=protection)
+        engine = create_db_engine(url)
+        init_schema(engine)
+        pipeline = make_pipeline(engine, settings, FEED, governed=True)
+        adapter = adapter_class(FEED).from_config_file(records_file.config)
+        started = time.perf_counter()
+        report = pipeline.ingest(adapter, read(adapter, records_file, settings))
+        seconds = time.perf_counter() - started
+        assert report.balanced, report
+        engine.dispose()
+        return seconds, report.entities
+
+
+def protection_cost(kind: str, workdir: Path, records: int, repeats: int) -> dict[str, Any]:
+    written = generate(FEED, records, workdir / "input")
+    off: list[float] = []
+    on: list[float] = []
+    stored = 0
+    for i in range(repeats):
+        for protection, times in ((False, off), (True, on)) if i % 2 == 0 else ((True, on), (False, off)):
+            seconds, stored = ingest_once(kind, workdir, written, protection=protection,
+                                          label=f"ingest-{'on' if protection else 'off'}-{i}")
+            times.append(seconds)
+    off_s, on_s = statistics.median(off), statistics.median(on)
+    return {
+        "records": written.records, "entities": stored, "repeats": repeats,
+        "off_seconds": round(off_s, 3), "on_seconds": round(on_s, 3),
+        "off_records_per_s": round(written.records / off_s), "on_records_per_s": round(written.records / on_s),
+        "cost": round(on_s / off_s - 1, 3), "target_cost": 0.25,
+    }
+
+
+def _filler_rows(count: int, *, expired: bool, subject: str | None = None,
+                 data: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    retain = NOW - timedelta(days=1) if expired else NOW + timedelta(days=30)
+    body = data or {"id": "urn:ngsi-ld:NoiseLevelObserved:bench", "type": "NoiseLevelObserved", "LAeq": 55.0}
+    return [{
+        "entity_id": str(body["id"]), "entity_type": str(body["type"]),
+        "dataset": "care.observation" if subject else "monitoring.noise",
+        "observed_at": NOW - timedelta(seconds=i), "data": body, "adapter": "bench", "adapter_version": "1",
+        "source": "benchmark", "received_at": NOW, "stored_at": NOW, "raw_sha256": "0" * 64,
+        "message_fingerprint": f"{i:064d}", "removed_fields": [], "subject": subject, "retain_until": retain,
+    } for i in range(count)]
+
+
+def _insert(engine: Engine, rows: list[dict[str, Any]], chunk: int = 20_000) -> None:
+    for start in range(0, len(rows), chunk):
+        with engine.begin() as conn:
+            conn.execute(insert(_ENTITY), rows[start:start + chunk])
+
+
+def sweep_rate(kind: str, workdir: Path, rows: int) -> dict[str, Any]:
+    from governance.retention import sweep  # the retention module (issue 5)
+
+    with database(kind, workdir, "sweep") as url:
+        settings = Settings(data_dir=workdir / "sweep", database_url=url)
+        engine = create_db_engine(url)
+        init_schema(engine)
+        _insert(engine, _filler_rows(rows, expired=True) + _filler_rows(rows // 10, expired=False))
+        started = time.perf_counter()
+        result = sweep(engine, settings, now=NOW, dry_run=False)
+        seconds = time.perf_counter() - started
+        engine.dispose()
+    deleted = _deleted(result)
+    assert deleted == rows, (deleted, rows)
+    return {"rows": rows, "kept": rows // 10, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+
+
+def _deleted(result: Any) -> int:
+    for name in ("entities_deleted", "deleted", "total_deleted"):
+        value = getattr(result, name, None)
+        if isinstance(value, int):
+            return value
+    as_dict = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    return int(as_dict.get("entities_deleted", as_dict.get("deleted", 0)))
+
+
+def erase_time(kind: str, workdir: Path, rows: int) -> dict[str, Any]:
+    from governance.subject import erase  # the subject-rights module (issue 5)
+
+    with database(kind, workdir, "erase") as url:
+        settings = Settings(data_dir=workdir / "erase", database_url=url)
+        engine = create_db_engine(url)
+        init_schema(engine)
+        protector = FieldProtector.from_settings(settings, engine)
+        plan_schema = default_catalog().get("ResidentObservation")
+        from governance.protect.fieldcrypt import ProtectionPlan
+
+        plan = ProtectionPlan.from_schema(plan_schema)
+        assert plan is not None
+        resident = "urn:ngsi-ld:Person:R-BENCH-1"
+        entity = {"id": "urn:ngsi-ld:ResidentObservation:H-BENCH-heartRate", "type": "ResidentObservation",
+                  "observationType": "heartRate", "numValue": 71, "unitCode": "5K", "refResident": resident,
+                  "refDevice": "urn:ngsi-ld:Device:H-BENCH", "dateObserved": NOW.isoformat()}
+        (sealed,) = protector.protect([entity], plan, observed_at=[NOW])
+        subject = str(sealed["refResident"])
+        _insert(engine, _filler_rows(rows, expired=False, subject=subject, data=sealed)
+                + _filler_rows(rows // 10, expired=False))
+        started = time.perf_counter()
+        erase(engine, settings, resident)
+        seconds = time.perf_counter() - started
+        with engine.connect() as conn:
+            left = conn.execute(_ENTITY.select().where(_ENTITY.c.subject == subject).limit(1)).first()
+        engine.dispose()
+    assert left is None
+    return {"subject_rows": rows, "other_rows": rows // 10, "seconds": round(seconds, 3)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m benchmarks.protect")
+    parser.add_argument("--records", type=int, default=20_000, help="care-hub records per ingest run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs with protection on and off each")
+    parser.add_argument("--sweep-records", type=int, default=200_000)
+    parser.add_argument("--erase-records", type=int, default=100_000)
+    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: ingest,sweep,erase")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    skip = {s for s in args.skip.split(",") if s}
+    kinds = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+    for kind in kinds:
+        with tempfile.TemporaryDirectory(prefix="citygov-protect-bench-") as tmp:
+            workdir = Path(tmp)
+            result: dict[str, Any] = {"database": kind, "machine": machine(), "date": datetime.now(UTC).isoformat()}
+            if "ingest" not in skip:
+                result["protection"] = protection_cost(kind, workdir, args.records, args.repeats)
+                print(kind, "protection", result["protection"], flush=True)
+            if "sweep" not in skip:
+                result["sweep"] = sweep_rate(kind, workdir, args.sweep_records)
+                print(kind, "sweep", result["sweep"], flush=True)
+            if "erase" not in skip:
+                result["erase"] = erase_time(kind, workdir, args.erase_records)
+                print(kind, "erase", result["erase"], flush=True)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"protect-{kind}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()
