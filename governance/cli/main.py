@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from governance import __version__
-from governance.cli import audit, consent, demo, ingest, policy, quarantine
+from governance.cli import agreement, audit, consent, demo, ingest, policy, quarantine
 from governance.config import Settings
 from governance.logs import configure_logging
 
@@ -42,6 +42,7 @@ app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
+app.add_typer(agreement.app, name="agreement")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ classification derived from ``schemas/`` (``governance.catalog``) when the bundl
 folder. A stored bundle keeps that generated file, so an old revision decides exactly as it did even
 after the schemas moved on.
 
+Data-sharing agreements are also kept in a register in the database (``governance.sharing``): the
+bundle's ``data/agreements.json`` is then the folder's document overlaid by the register's agreements
+(:func:`overlay_agreements`; a revoked agreement is removed), so every change to the register is a new
+revision and decisions made under it stay replayable.
+
 Bundles are kept content-addressed on disk: ``<data_dir>/policy-bundles/<revision>/`` holds the files at
 their relative paths plus ``manifest.json``; loading a revision re-hashes the files and refuses a bundle
 that does not match its name.
@@ -41,6 +46,10 @@ DATA_ROOT = "city"
 """Data documents are merged under ``data.city``; policies live under ``data.citygov.<stage>``."""
 GENERATED_DATASETS = "generated/datasets.json"
 MANIFEST = "manifest.json"
+AGREEMENTS_DOCUMENT = "data/agreements.json"
+
+AgreementOverlay = Mapping[str, Mapping[str, Any] | None]
+"""Agreements by id to put over the folder's: a document replaces (or adds) one, ``None`` removes one."""
 
 
 def entrypoint(stage: Stage) -> str:
@@ -157,6 +166,43 @@ def folder_files(folder: Path, catalog: SchemaCatalog | None = None) -> dict[str
     return files
 
 
+def overlay_agreements(files: Mapping[str, bytes], agreements: AgreementOverlay) -> dict[str, bytes]:
+    """``files`` with ``data/agreements.json`` holding the file's agreements overlaid by ``agreements``.
+
+    Without entries the files come back unchanged (the revision stays what it was); with any, the
+    document is rewritten as canonical JSON (RFC 8785), so equal registers give equal revisions.
+    """
+    out = dict(files)
+    if not agreements:
+        return out
+    document: dict[str, Any] = {}
+    raw = files.get(AGREEMENTS_DOCUMENT)
+    if raw is not None:
+        try:
+            loaded = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise PolicyBundleError(f"data document {AGREEMENTS_DOCUMENT} is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("agreements", {}), dict):
+            raise PolicyBundleError(f"data document {AGREEMENTS_DOCUMENT} must hold an 'agreements' object")
+        document = loaded
+    merged: dict[str, Any] = dict(document.get("agreements", {}))
+    for agreement_id, entry in agreements.items():
+        if entry is None:
+            merged.pop(agreement_id, None)
+        else:
+            merged[agreement_id] = dict(entry)
+    document["agreements"] = merged
+    out[AGREEMENTS_DOCUMENT] = rfc8785.dumps(document)
+    return out
+
+
+def base_files(settings: Settings, catalog: SchemaCatalog | None = None) -> dict[str, bytes]:
+    """The files decisions start from: the pinned stored revision's, or the policies folder's."""
+    if settings.policy_revision:
+        return dict(BundleStore.for_settings(settings).load(settings.policy_revision).files)
+    return folder_files(settings.policy_dir or data_folder("policies"), catalog)
+
+
 def rego_test_modules(folder: Path) -> dict[str, str]:
     """Every ``*_test.rego`` under the policies folder, by relative path."""
     return {p.relative_to(folder).as_posix(): p.read_text("utf-8") for p in sorted(folder.rglob("*_test.rego"))}
@@ -239,12 +285,31 @@ def load_bundle_dir(directory: Path, *, expect: str | None = None) -> PolicyBund
     return bundle
 
 
-def active_bundle(settings: Settings, catalog: SchemaCatalog | None = None, *, store: bool = True) -> PolicyBundle:
-    """The bundle that decides: a pinned stored revision, or the policies folder (then stored)."""
+def active_bundle(
+    settings: Settings,
+    catalog: SchemaCatalog | None = None,
+    *,
+    store: bool = True,
+    agreements: AgreementOverlay | None = None,
+) -> PolicyBundle:
+    """The bundle that decides: a pinned stored revision, or the policies folder (then stored).
+
+    ``agreements`` (the database register, see :func:`overlay_agreements`) go over the agreements of
+    either; the result is a revision of its own, stored like any other.
+    """
     bundles = BundleStore.for_settings(settings)
     if settings.policy_revision:
-        return bundles.load(settings.policy_revision)
-    bundle = load_folder(settings.policy_dir, catalog)
+        pinned = bundles.load(settings.policy_revision)
+        if not agreements:
+            return pinned
+        bundle = bundle_from_files(overlay_agreements(pinned.files, agreements),
+                                   origin=f"{pinned.origin} + agreements register")
+    elif agreements:
+        folder = settings.policy_dir or data_folder("policies")
+        bundle = bundle_from_files(overlay_agreements(folder_files(folder, catalog), agreements),
+                                   origin=f"{folder} + agreements register")
+    else:
+        bundle = load_folder(settings.policy_dir, catalog)
     if store:
         try:
             bundles.save(bundle)

@@ -13,10 +13,12 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from governance.audit import tables as _audit_tables  # noqa: F401  (tables register on the metadata)
+from governance.anonymize import tables as _anonymize_tables  # noqa: F401  (tables register on the metadata)
+from governance.audit import tables as _audit_tables  # noqa: F401
 from governance.consent import tables as _consent_tables  # noqa: F401
 from governance.errors import ConfigurationError
 from governance.protect import tables as _protect_tables  # noqa: F401
+from governance.sharing import tables as _sharing_tables  # noqa: F401
 from governance.store import tables  # noqa: F401
 
 

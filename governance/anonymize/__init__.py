@@ -1,0 +1,1 @@
+"""Anonymization the sharing policies demand: Mondrian k-anonymity and differential privacy (OpenDP)."""
