@@ -16,6 +16,7 @@ from governance.config import Settings
 from governance.consent.registry import ConsentRegistry
 from governance.ingest.pipeline import Clock, Pipeline, shared_quality_runner, utc_now
 from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
+from governance.policy.bundle import PolicyBundle, active_bundle
 from governance.policy.collection import CollectionPolicyStep
 from governance.policy.engine import make_engine
 from governance.policy.point import DecisionPoint
@@ -24,6 +25,17 @@ from governance.protect.keyring import Keyring
 from governance.protect.pseudonym import Pseudonyms
 from governance.protect.quarantine import QuarantineVault
 from governance.protect.step import ProtectStep
+
+
+def current_bundle(settings: Settings, engine: Engine, *, store: bool = True) -> PolicyBundle:
+    """The bundle every stage decides with now: the policies (folder or pinned revision) + the agreements register.
+
+    One revision for collection, storage, use and sharing alike; it changes when the register does.
+    """
+    from governance.sharing.agreements import AgreementRegistry
+
+    overlay = AgreementRegistry(engine, settings).overlay()
+    return active_bundle(settings, store=store, agreements=overlay or None)
 
 
 def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now) -> Pipeline:
@@ -39,7 +51,7 @@ def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now
     def pseudonymize(value: str, recipient: str) -> str:
         return pseudonyms.of(value) if recipient == "store" else pseudonyms.for_recipient(value, recipient)
 
-    point = DecisionPoint(make_engine(settings), on_decision=DecisionAuditor(audit))
+    point = DecisionPoint(make_engine(settings, current_bundle(settings, engine)), on_decision=DecisionAuditor(audit))
     steps: list[Step] = [ParseStep(settings.max_payload_bytes), ValidateStep(catalog)]
     if settings.quality_checks:
         steps.append(QualityStep(shared_quality_runner()))

@@ -9,10 +9,12 @@ import orjson
 import typer
 from pydantic import ValidationError
 
+from governance.assembly import current_bundle
 from governance.cli.common import EXIT_FAILURE, EXIT_UNAVAILABLE, console, emit_json, handle_errors, settings, stdout
+from governance.cli.common import store as store_engine
 from governance.cli.ingest import JsonOption
 from governance.errors import ConfigurationError, NotFoundError
-from governance.policy.bundle import BundleStore, active_bundle, load_folder
+from governance.policy.bundle import BundleStore, load_folder
 from governance.policy.engine import make_engine
 from governance.policy.errors import PolicyEngineError
 from governance.policy.model import Decision, DecisionRecord, PolicyInput, Stage
@@ -102,9 +104,9 @@ def eval_command(
 @app.command("revision")
 @handle_errors
 def revision_command(json_output: JsonOption = False) -> None:
-    """Print the revision of the active policy bundle (and keep the bundle in the store)."""
+    """Print the revision every stage decides with now: policies + agreements register (kept in the store)."""
     config = settings()
-    bundle = active_bundle(config)
+    bundle = current_bundle(config, store_engine(config))
     stored = BundleStore.for_settings(config).path(bundle.revision)
     if json_output:
         emit_json({"revision": bundle.revision, "origin": bundle.origin, "stored": str(stored),
