@@ -44,8 +44,8 @@ def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now
     With ``settings.protection`` off (benchmarks only) the storage step is left out.
     """
     catalog = default_catalog()
-    audit = AuditLog.open(engine, settings.data_dir)
     keyring = Keyring.from_settings(settings, engine, clock=clock)
+    audit = AuditLog.open(engine, settings.data_dir, keyring=keyring)
     pseudonyms = Pseudonyms(keyring)
 
     def pseudonymize(value: str, recipient: str) -> str:

@@ -1,8 +1,13 @@
-"""The log's keys, kept in ``<data_dir>/audit/``: the Ed25519 signing key and the subject-pseudonym key.
+"""The log's keys, kept in ``<data_dir>/audit/``: the Ed25519 signing key and the legacy subject-pseudonym key.
 
 Both secrets are generated on first start, written 0600 and never overwritten: creation links a fully
 written temporary file into place, so two workers starting at once end up with the same key. A secret
 file readable by group or others is refused. The public key is published next to them as PEM.
+
+Data subjects are no longer pseudonymized with the log's own subject key: the log writes the keyring's
+pseudonyms (``governance.protect.pseudonym``), the values the consent registry and the store hold. The
+subject key stays so that entries written before that change (64 hex characters) can still be looked up
+with ``LogKeys.pseudonymize``.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class PublicKey:
 
 @dataclass(frozen=True)
 class LogKeys:
-    """The secrets of one log: sign tree heads, pseudonymize subjects."""
+    """The secrets of one log: sign tree heads; the legacy subject key of entries written before the keyring."""
 
     signing_key: Ed25519PrivateKey
     subject_key: bytes
@@ -104,7 +109,8 @@ class LogKeys:
         return self.signing_key.sign(message)
 
     def pseudonymize(self, subject: str) -> str:
-        """HMAC-SHA256(subject key, UTF-8 subject id), hex: the only form a data subject takes in the log."""
+        """HMAC-SHA256(subject key, UTF-8 subject id), hex: how entries named subjects before the keyring's
+        pseudonyms (``psn:v1:``) replaced it. For looking up old entries only; new ones never carry it."""
         return pseudonym(self.subject_key, subject)
 
     @classmethod

@@ -9,10 +9,16 @@ no duplicate sequence numbers; a writer killed mid-append leaves nothing behind.
 
 Make the append the *last* write of a transaction (the ingest observer is): the head lock is held until
 commit and serializes every writer of the log. PostgreSQL must run at READ COMMITTED (its default).
+
+Data subjects are written as the keyring's pseudonyms (``Pseudonyms(keyring).subject_ref``: a raw id is
+hashed, a ``psn:v1:`` pseudonym is kept), the same values the consent registry and the store hold, so one
+lookup finds a person's ingest batches, policy decisions, consent changes and erasure. The keyring is
+loaded when the log is opened if the master key is at hand, else at the first entry that names a subject.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +36,11 @@ from governance.audit.keys import LogKeys, PublicKey
 from governance.audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from governance.audit.tables import ENTRY, HEAD, HEAD_ID, NODE, TREE_HEAD
 from governance.audit.treehead import TreeHead
+from governance.config import Settings
+from governance.errors import ConfigurationError
+from governance.protect.errors import ProtectionError
+from governance.protect.keyring import Keyring
+from governance.protect.pseudonym import Pseudonyms, is_pseudonym
 
 NODE_LEVEL_STRIDE = 4
 """Subtree roots are stored at levels 4, 8, 12…; leaf hashes (level 0) live in ``audit_entry``."""
@@ -58,20 +69,50 @@ class AppendResult:
     tree_head: TreeHead | None
 
 
+KeyringSource = Keyring | Callable[[], Keyring]
+"""The keyring whose pseudonym key names data subjects, or how to load it when first needed."""
+
+
 class AuditLog:
     """The audit log of one store, with the keys of one data directory."""
 
-    def __init__(self, engine: Engine, keys: LogKeys, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, engine: Engine, keys: LogKeys, *, clock: Clock = utc_now, keyring: KeyringSource | None = None
+    ) -> None:
         self.engine = engine
         self.keys = keys
         self.clock = clock
         self.public_key: PublicKey = keys.public
         self.key_id = self.public_key.key_id
+        self._keyring = keyring
+        self._pseudonyms: Pseudonyms | None = None
 
     @classmethod
-    def open(cls, engine: Engine, data_dir: Path, *, clock: Clock = utc_now) -> AuditLog:
-        """Load (or on first start create) the keys, and make sure the log's head row exists."""
-        log = cls(engine, LogKeys.load_or_create(data_dir), clock=clock)
+    def open(
+        cls,
+        engine: Engine,
+        data_dir: Path,
+        *,
+        clock: Clock = utc_now,
+        keyring: Keyring | None = None,
+        settings: Settings | None = None,
+    ) -> AuditLog:
+        """Load (or on first start create) the keys, and make sure the log's head row exists.
+
+        Subjects are pseudonymized with ``keyring`` — else the keyring of ``settings``, else of the
+        environment's settings for ``data_dir``. Pass the process's own keyring or settings whenever it has
+        them: a keyring built from other settings (another master key) would not open this store's keys.
+        """
+        source: KeyringSource
+        if keyring is not None:
+            source = keyring
+        else:
+            config = settings if settings is not None else Settings(data_dir=data_dir)
+
+            def source() -> Keyring:
+                return Keyring.from_settings(config, engine, clock=clock)
+
+        log = cls(engine, LogKeys.load_or_create(data_dir), clock=clock, keyring=source)
         with engine.begin() as conn:
             log._ensure_head(conn)
             head = read_head(conn)
@@ -80,10 +121,33 @@ class AuditLog:
                 f"this log is signed with key {head.key_id[:16]}…, but {data_dir} holds key {log.key_id[:16]}…: "
                 "every writer of one log must share its key files"
             )
+        # Load the pseudonym key now, outside any caller's transaction (creating it inside one would wait on
+        # that transaction's own write lock on SQLite). Without a master key (an auditor's read-only
+        # process), wait: only entries that name a subject need it.
+        with contextlib.suppress(ConfigurationError):
+            log.subject_pseudonyms()
         return log
 
+    def subject_pseudonyms(self) -> Pseudonyms:
+        """The keyring's pseudonyms, the one form a data subject takes in the log."""
+        if self._pseudonyms is None:
+            source = self._keyring
+            if source is None:
+                raise AuditKeyError("this audit log has no keyring: it cannot name data subjects")
+            self._pseudonyms = Pseudonyms(source if isinstance(source, Keyring) else source())
+        return self._pseudonyms
+
     def pseudonymize(self, subject: str) -> str:
-        return self.keys.pseudonymize(subject)
+        """A subject as the log writes it: a raw id is pseudonymized, a ``psn:v1:`` pseudonym kept as it is.
+
+        A pseudonym needs no key, so an auditor without the master key can still look one up.
+        """
+        if is_pseudonym(subject):
+            return subject
+        try:
+            return self.subject_pseudonyms().subject_ref(subject)
+        except ProtectionError as exc:
+            raise InvalidAuditEventError(f"a subject id cannot be pseudonymized: {exc}") from None
 
     def append(
         self,
@@ -96,10 +160,13 @@ class AuditLog:
         """Append ``events`` in order (inside ``conn``'s transaction when given) and sign the new tree head."""
         for event in events:
             event.check()
+        # Pseudonyms before the head lock is taken: the keyring may have to read its key first.
+        names = {s: self.pseudonymize(s) for s in {s for event in events for s in event.subjects}}
+        subjects = [[names[s] for s in event.subjects] for event in events]
         if conn is None:
             with self.engine.begin() as own:
-                return self._append(own, events, now, sign)
-        return self._append(conn, events, now, sign)
+                return self._append(own, events, subjects, now, sign)
+        return self._append(conn, events, subjects, now, sign)
 
     def sign_tree_head(self, *, conn: Connection | None = None) -> TreeHead:
         """Issue a signed tree head for the log as it is now (on demand)."""
@@ -107,7 +174,14 @@ class AuditLog:
         assert tree_head is not None
         return tree_head
 
-    def _append(self, conn: Connection, events: Sequence[AuditEvent], now: datetime | None, sign: bool) -> AppendResult:
+    def _append(
+        self,
+        conn: Connection,
+        events: Sequence[AuditEvent],
+        subjects: Sequence[Sequence[str]],
+        now: datetime | None,
+        sign: bool,
+    ) -> AppendResult:
         head = self._lock_head(conn)
         moment = now or self.clock()
         default_time = format_time(moment)
@@ -120,10 +194,9 @@ class AuditLog:
             if level % NODE_LEVEL_STRIDE == 0:
                 node_rows.append({"level": level, "idx": index, "hash": digest})
 
-        for offset, event in enumerate(events):
+        for offset, (event, pseudonyms) in enumerate(zip(events, subjects, strict=True)):
             seq = first + offset
             time_text = format_time(event.time) if event.time is not None else default_time
-            pseudonyms = [self.keys.pseudonymize(s) for s in event.subjects]
             data = canonical_entry_bytes(build_entry(event, seq, time_text, pseudonyms))
             digest = leaf_hash(data)
             frontier.append(digest, keep)

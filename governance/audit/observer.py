@@ -118,8 +118,9 @@ def _outcome(report: IngestReport) -> str:
 class ConsentAuditor:
     """A consent registry observer: every grant, renewal and withdrawal as one audit entry, same transaction.
 
-    The consent registry stores subjects under its own pseudonym; the entry carries that reference (never
-    the real id), the purposes, the receipt id and the new period and status.
+    The entry names the subject by the registry's pseudonym in ``subjects`` — the keyring's, the same the
+    log writes for ingest batches and decisions, so ``citygov audit subject`` finds consent changes too —
+    with the purposes, the receipt id and the new period and status. Never the real id.
     """
 
     def __init__(self, log: AuditLog) -> None:
@@ -133,9 +134,9 @@ class ConsentAuditor:
                     action=Action.CONSENT_CHANGE,
                     purpose=",".join(consent.purposes)[:128] or None,
                     decision=kind,
+                    subjects=[consent.subject],
                     refs={
                         "consent_id": consent.consent_id,
-                        "subject_ref": consent.subject,
                         "controller": consent.controller,
                         "purposes": list(consent.purposes),
                         "legal_basis": consent.legal_basis,

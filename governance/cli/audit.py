@@ -14,14 +14,16 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.table import Table
+from sqlalchemy import Engine
 
 from governance.audit.bundle import checkpoint_document, export_bundle, read_checkpoint, read_json, write_json
 from governance.audit.errors import VerificationError
-from governance.audit.keys import PublicKey, load_public_key, load_subject_key, pseudonym
+from governance.audit.keys import PublicKey, load_public_key
 from governance.audit.log import AuditLog, latest_tree_head
 from governance.audit.query import MAX_LIMIT, EntryFilter, find_entries, subject_report
 from governance.audit.verify import verify_bundle, verify_log, verify_since
 from governance.cli.common import EXIT_VERIFICATION_FAILED, console, emit_json, handle_errors, settings, stdout, store
+from governance.config import Settings
 from governance.errors import ConfigurationError, NotFoundError
 from governance.ingest.message import entity_urn
 
@@ -68,8 +70,13 @@ def _when(text: str | None, option: str) -> datetime | None:
 
 
 def subject_id(raw: str) -> str:
-    """A bare id is read as a person: ``R-1`` → ``urn:ngsi-ld:Person:R-1``; a URN is taken as it is."""
-    return raw if raw.startswith("urn:") else entity_urn("Person", raw)
+    """A bare id is read as a person: ``R-1`` → ``urn:ngsi-ld:Person:R-1``; a URN or a pseudonym is taken as it is."""
+    return raw if raw.startswith(("urn:", "psn:")) else entity_urn("Person", raw)
+
+
+def subject_pseudonym(engine: Engine, cfg: Settings, raw: str) -> str:
+    """The subject as the log names it: the keyring's pseudonym (a given pseudonym needs no master key)."""
+    return AuditLog.open(engine, cfg.data_dir, settings=cfg).pseudonymize(subject_id(raw))
 
 
 def _public_key(key: Path | None) -> PublicKey:
@@ -92,10 +99,11 @@ def log_command(
 ) -> None:
     """List audit entries, oldest first."""
     cfg = settings()
-    pseudonym_ = pseudonym(load_subject_key(cfg.data_dir), subject_id(subject)) if subject else None
+    engine = store(cfg)
+    pseudonym_ = subject_pseudonym(engine, cfg, subject) if subject else None
     wanted = EntryFilter(actor=actor, action=action, decision=decision, dataset=dataset, subject=pseudonym_,
                          since=_when(since, "--since"), until=_when(until, "--until"), after_seq=after, limit=limit)
-    with store(cfg).connect() as conn:
+    with engine.connect() as conn:
         entries = find_entries(conn, wanted)
     if json_output:
         emit_json([e.as_json() for e in entries])
@@ -197,8 +205,9 @@ def subject_command(
 ) -> None:
     """Subject access report: every logged event that touched this data subject."""
     cfg = settings()
-    pseudonym_ = pseudonym(load_subject_key(cfg.data_dir), subject_id(subject))
-    with store(cfg).connect() as conn:
+    engine = store(cfg)
+    pseudonym_ = subject_pseudonym(engine, cfg, subject)
+    with engine.connect() as conn:
         report = subject_report(conn, pseudonym_)
     if json_output:
         emit_json(report)

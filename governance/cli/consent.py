@@ -48,7 +48,7 @@ def _registry() -> ConsentRegistry:
     config = settings()
     engine = store(config)
     registry = ConsentRegistry.from_settings(config, engine)
-    registry.on_change = ConsentAuditor(AuditLog.open(engine, config.data_dir))
+    registry.on_change = ConsentAuditor(AuditLog.open(engine, config.data_dir, keyring=registry.keyring))
     return registry
 
 

@@ -6,6 +6,9 @@ import typer
 
 from governance import __version__
 from governance.cli import agreement, audit, consent, demo, ingest, policy, quarantine
+from governance.cli import keys as keys_cli
+from governance.cli import retention as retention_cli
+from governance.cli import subject as subject_cli
 from governance.config import Settings
 from governance.logs import configure_logging
 
@@ -43,6 +46,9 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(agreement.app, name="agreement")
+app.add_typer(retention_cli.app, name="retention")
+app.add_typer(subject_cli.app, name="subject")
+app.add_typer(keys_cli.app, name="keys")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from governance.audit import tables as _audit_tables  # noqa: F401
 from governance.consent import tables as _consent_tables  # noqa: F401
 from governance.errors import ConfigurationError
 from governance.protect import tables as _protect_tables  # noqa: F401
+from governance.retention import tables as _retention_tables  # noqa: F401
 from governance.sharing import tables as _sharing_tables  # noqa: F401
 from governance.store import tables  # noqa: F401
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ VECTORS = Path(__file__).parent / "vectors"
 TEST_SIGNING_SEED = bytes(range(32))
 OTHER_SIGNING_SEED = bytes(range(32, 64))
 TEST_SUBJECT_KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7")
+"""Stands for the keyring's pseudonym key in the vectors (and for the legacy log subject key in ``LogKeys``)."""
 START = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 BUNDLE_TIMESTAMP_MS = 1_795_161_600_000  # 2026-11-20T06:00:00Z
 
@@ -103,10 +106,16 @@ def sample_events(count: int) -> list[AuditEvent]:
     return [kinds[i % len(kinds)] for i in range(count)]
 
 
+def vector_pseudonym(subject: str, key: bytes = TEST_SUBJECT_KEY) -> str:
+    """§2.2: ``psn:v1:`` + lowercase unpadded base32 of HMAC-SHA256(pseudonym key, UTF-8 id)."""
+    digest = hmac.new(key, subject.encode("utf-8"), hashlib.sha256).digest()
+    return "psn:v1:" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+
 def entries_bytes(count: int, keys: LogKeys) -> list[bytes]:
     out = []
     for seq, event in enumerate(sample_events(count)):
-        pseudonyms = [keys.pseudonymize(s) for s in event.subjects]
+        pseudonyms = [vector_pseudonym(s) for s in event.subjects]
         time_text = format_time(START + timedelta(seconds=seq, microseconds=seq * 7))
         out.append(canonical_bytes(build_entry(event, seq, time_text, pseudonyms)))
     return out
@@ -119,7 +128,7 @@ def small_trees() -> dict[str, Any]:
     return {
         "description": "citygov entries (RFC 8785 bytes, as UTF-8 strings), leaf hashes, the root of every "
                        "prefix, every inclusion proof and every consistency proof for sizes 1..11",
-        "subject_key": TEST_SUBJECT_KEY.hex(),
+        "pseudonym_key": TEST_SUBJECT_KEY.hex(),
         "entries": [e.decode("utf-8") for e in entries],
         "entry_objects": [orjson.loads(e) for e in entries],
         "leaf_hashes": [h.hex() for h in hashes],

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from governance.audit.log import AuditLog
 from governance.audit.tables import ENTRY
-from governance.cli.audit import EXIT_VERIFICATION_FAILED, app
+from governance.cli.audit import app
+from governance.cli.common import EXIT_VERIFICATION_FAILED
 from governance.config import Settings
 from tests.governance.audit.conftest import AppendBatches, request
 

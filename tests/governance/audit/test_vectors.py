@@ -184,8 +184,9 @@ def test_small_trees_of_citygov_entries() -> None:
     entries = [e.encode("utf-8") for e in vec["entries"]]
     for data, value in zip(entries, vec["entry_objects"], strict=True):
         assert canonical_bytes(value) == data == rfc8785.dumps(value)
-    subject_key = bytes.fromhex(vec["subject_key"])
-    pseudonym = hmac.new(subject_key, b"urn:ngsi-ld:Person:R-55812", hashlib.sha256).hexdigest()
+    pseudonym_key = bytes.fromhex(vec["pseudonym_key"])
+    digest = hmac.new(pseudonym_key, b"urn:ngsi-ld:Person:R-55812", hashlib.sha256).digest()
+    pseudonym = "psn:v1:" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
     assert vec["entry_objects"][0]["subjects"] == [pseudonym]  # §2.2
     leaves = [h_leaf(e) for e in entries]
     assert hexes(vec["leaf_hashes"]) == leaves == [merkle.leaf_hash(e) for e in entries]
