@@ -74,6 +74,13 @@ class Adapter(ABC):
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
         """Map one message to zero or more entities, or raise ``InvalidRecordError``."""
 
+    def subject_hint(self, message: RawMessage) -> str | None:
+        """The data subject a message names, as the entities would (``urn:ngsi-ld:Person:…``), if it can be
+        read at all — also from a message that fails to parse. Used to seal a quarantined payload under the
+        subject's own key, so that erasing the subject erases it too. Feeds without personal data: None.
+        """
+        return None
+
     def read(self, path: Path, *, received_at: datetime, max_bytes: int) -> Iterator[RawMessage]:
         """Read a file of this feed. The default reads captured messages, one JSON object a line."""
         return read_capture_lines(path, received_at=received_at, max_bytes=max_bytes)

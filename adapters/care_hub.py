@@ -55,6 +55,13 @@ class CareHubAdapter(Adapter):
     target_types = ("Alert", "ResidentObservation")
     transport = "mqtt"
 
+    def subject_hint(self, message: RawMessage) -> str | None:
+        try:
+            body = decode_json_object(message.payload)
+            return entity_urn("Person", local_id(body, "resident", echo=False))
+        except InvalidRecordError:
+            return None
+
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
         body = decode_json_object(message.payload)
         removed = unknown_keys(body, MESSAGE_FIELDS)

@@ -69,6 +69,7 @@ def build_pipeline(engine: Engine, settings: Settings, *, clock: Clock = utc_now
     if settings.protection:
         protector = FieldProtector.from_settings(settings, engine, keyring=keyring, clock=clock)
         steps.append(ProtectStep(point, catalog, protector, clock=clock, cache_seconds=settings.policy_cache_seconds))
-        vault = QuarantineVault(keyring, catalog, retention_days=settings.quarantine_retention_days)
+        vault = QuarantineVault(keyring, catalog, retention_days=settings.quarantine_retention_days,
+                                protector=protector)
     return Pipeline(engine, settings, catalog=catalog, steps=steps, clock=clock,
                     observers=[AuditObserver(audit, catalog)], quarantine_vault=vault)

@@ -17,6 +17,7 @@ from governance.cli.common import emit_json, governed_pipeline, handle_errors, s
 from governance.cli.ingest import JsonOption, print_report
 from governance.errors import ConfigurationError
 from governance.ingest.retry import retry
+from governance.protect.fieldcrypt import FieldProtector
 from governance.protect.keyring import Keyring
 from governance.protect.quarantine import QuarantineVault
 from governance.store.quarantine import QuarantineFilter, get_quarantined, list_quarantined
@@ -39,7 +40,10 @@ def _public(row: dict[str, Any], *, with_payload: bool, vault: QuarantineVault |
         out["payload"] = None
         out["note"] = "the payload is sealed (a feed that can carry personal data); --reveal opens it, audited"
     elif with_payload:
-        payload = vault.open(row["payload"], row["fingerprint"]) if row.get("sealed") and vault else row["payload"]
+        if row.get("sealed") and vault is not None:
+            row = vault.open_row(row)
+            out["topic"] = row["topic"]
+        payload = row["payload"]
         try:
             out["payload"] = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -83,8 +87,9 @@ def show_command(
     found = get_quarantined(engine, record)
     vault = None
     if reveal and found.get("sealed"):
-        vault = QuarantineVault(Keyring.from_settings(cfg, engine), default_catalog(),
-                                retention_days=cfg.quarantine_retention_days)
+        keyring = Keyring.from_settings(cfg, engine)
+        vault = QuarantineVault(keyring, default_catalog(), retention_days=cfg.quarantine_retention_days,
+                                protector=FieldProtector.from_settings(cfg, engine, keyring=keyring))
         AuditLog.open(engine, cfg.data_dir).append([AuditEvent(
             actor=f"operator:{getpass.getuser()}", action="quarantine.reveal", stage="storage", decision="revealed",
             refs={"quarantine": record, "adapter": found["adapter"], "fingerprint": found["fingerprint"]},

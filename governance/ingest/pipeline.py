@@ -23,6 +23,8 @@ from governance.ingest.message import RawMessage
 from governance.ingest.quality import QualityRunner, default_suites
 from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
 from governance.ingest.timeparse import parse_instant
+from governance.protect.errors import SubjectErasedError
+from governance.protect.quarantine import redacted_source
 from governance.store import entities, ledger, quarantine
 
 if TYPE_CHECKING:
@@ -212,21 +214,34 @@ class Pipeline:
         rejection = record.rejection
         assert rejection is not None
         kept = message.payload[: self.settings.max_payload_bytes]
+        truncated = len(message.payload) > self.settings.max_payload_bytes or bool(message.context.get("truncated"))
+        context = dict(message.context)
+        source = message.source
+        topic = message.topic
         sealed = False
+        subject = None
         retain_until = None
-        if self.vault is not None and self.vault.applies_to(adapter) and kept:
-            kept = self.vault.seal(kept, record.fingerprint)
-            sealed = True
         if self.vault is not None and self.vault.applies_to(adapter):
             retain_until = now + self.vault.retention
+            source = redacted_source(message)
+            if not kept:
+                topic = None  # the topic names the device: kept only sealed, with a payload
+            else:
+                try:
+                    hint = adapter.subject_hint(message)
+                    result = self.vault.seal(kept, record.fingerprint, topic=topic, subject_id=hint)
+                    kept, subject, topic, sealed = result.blob, result.subject, None, True
+                except SubjectErasedError:  # nothing more is kept about an erased person
+                    kept, topic, truncated = b"", None, True
+                    context["payload_discarded"] = "subject_erased"
         return {
             "fingerprint": record.fingerprint,
             "adapter": adapter.name,
             "adapter_version": adapter.version,
             "config_ref": adapter.config_ref,
-            "source": message.source[:512],
-            "topic": message.topic[:1024] if message.topic else None,
-            "context": dict(message.context),
+            "source": source[:512],
+            "topic": topic[:1024] if topic else None,
+            "context": context,
             "received_at": message.received_at,
             "quarantined_at": now,
             "step": rejection.step,
@@ -236,11 +251,11 @@ class Pipeline:
             "payload": kept,
             "payload_size": int(message.context.get("original_size", len(message.payload))),
             "payload_sha256": str(message.context.get("original_sha256") or message.payload_sha256()),
-            "payload_truncated": (not sealed and len(kept) < len(message.payload))
-            or len(message.payload) > self.settings.max_payload_bytes or bool(message.context.get("truncated")),
+            "payload_truncated": truncated,
             "status": "open",
             "attempts": 1,
             "sealed": sealed,
+            "subject": subject,
             "retain_until": retain_until,
         }
 

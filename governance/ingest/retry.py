@@ -27,7 +27,7 @@ def message_of(row: dict[str, Any], vault: QuarantineVault | None = None) -> Raw
                 f"quarantined record #{row.get('pk')} is sealed (personal data); retry it through the governed "
                 "pipeline, which holds the quarantine key"
             )
-        row = {**row, "payload": vault.open(row["payload"], row["fingerprint"])}
+        row = vault.open_row(row)
     if row.get("payload_truncated") and not row["payload"] and row["payload_size"]:
         return RawMessage(
             payload=b"",

@@ -91,6 +91,8 @@ class QuarantineRecord(SQLModel, table=True):
     status: str = Field(default="open", max_length=16, description="open | resolved")
     attempts: int = 1
     resolved_at: datetime | None = _utc_column(nullable=True)
+    subject: str | None = Field(default=None, index=True, max_length=64)
+    """The pseudonym of the data subject the payload names, when it could be read: sealed under their key."""
     sealed: bool = False
     """``payload`` is sealed (``enc:v1`` bytes under the quarantine key): feeds that can carry personal data."""
     retain_until: datetime | None = _utc_column(index=True, nullable=True)

@@ -123,7 +123,8 @@ class SubjectRights:
         self.audit = AuditLog.open(engine, settings.data_dir, keyring=self.keyring, clock=clock)
         self.consents = ConsentRegistry(engine, self.keyring, clock=clock, issuer=settings.receipt_issuer,
                                         on_change=ConsentAuditor(self.audit))
-        self.vault = QuarantineVault(self.keyring, self.catalog, retention_days=settings.quarantine_retention_days)
+        self.vault = QuarantineVault(self.keyring, self.catalog, retention_days=settings.quarantine_retention_days,
+                                     protector=self.protector)
         self._subject_property = {
             t: prop for t in self.catalog.types() if (prop := self.catalog.get(t).subject_property) is not None
         }
@@ -238,12 +239,17 @@ class SubjectRights:
                 return
             last = rows[-1]["pk"]
             for row in rows:
+                if row.get("subject") is not None:  # sealed under a subject's key: the column says whose
+                    if row["subject"] == subject:
+                        yield row
+                    continue
                 payload = bytes(row["payload"])
                 if row.get("sealed"):
                     try:
-                        payload = self.vault.open(payload, row["fingerprint"])
+                        opened = self.vault.open_row(row)
                     except DecryptionError:
                         continue
+                    payload = opened["payload"] + b" " + str(opened.get("topic") or "").encode("utf-8")
                 if self._names(payload, subject, cache):
                     yield row
 

@@ -55,7 +55,12 @@ def store_quarantine(rights: SubjectRights, engine: Engine) -> dict[str, int]:
         ("no-subject", b'{"hub": "H-1029", "event": "door_open"}', True, "care-hub"),
     ]):
         row = quarantine_row(n, adapter=adapter, sealed=sealed, retain_until=FIXED_NOW + timedelta(days=30))
-        row["payload"] = rights.vault.seal(payload, row["fingerprint"]) if sealed else payload
+        if sealed:  # the resident's own message under their key (as the pipeline seals it), the rest shared
+            hint = "urn:ngsi-ld:Person:R-55812" if label == "sealed-mine" else None
+            result = rights.vault.seal(payload, row["fingerprint"], subject_id=hint)
+            row["payload"], row["subject"] = result.blob, result.subject
+        else:
+            row["payload"], row["subject"] = payload, None
         rows.append(row)
         labels[n] = label
     insert(engine, quarantined=rows)
