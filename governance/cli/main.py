@@ -6,8 +6,11 @@ import typer
 
 from governance import __version__
 from governance.cli import agreement, audit, consent, demo, ingest, policy, quarantine
+from governance.cli import client as client_cli
+from governance.cli import department as department_cli
 from governance.cli import keys as keys_cli
 from governance.cli import retention as retention_cli
+from governance.cli import serve as serve_cli
 from governance.cli import subject as subject_cli
 from governance.config import Settings
 from governance.logs import configure_logging
@@ -46,6 +49,9 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(consent.app, name="consent")
 app.add_typer(audit.app, name="audit")
 app.add_typer(agreement.app, name="agreement")
+app.command("serve")(serve_cli.serve_command)
+app.add_typer(department_cli.app, name="department")
+app.add_typer(client_cli.app, name="client")
 app.add_typer(retention_cli.app, name="retention")
 app.add_typer(subject_cli.app, name="subject")
 app.add_typer(keys_cli.app, name="keys")

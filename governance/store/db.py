@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from governance.anonymize import tables as _anonymize_tables  # noqa: F401  (tables register on the metadata)
+from governance.api import tables as _api_tables  # noqa: F401
 from governance.audit import tables as _audit_tables  # noqa: F401
 from governance.consent import tables as _consent_tables  # noqa: F401
 from governance.errors import ConfigurationError

@@ -1,0 +1,39 @@
+"""Replay protection: each request id (``jti``) of an issuer is accepted once, by every server process.
+
+The id goes into ``api_request_id`` in its own short transaction, *after* the request's signature and
+claims have checked out (so nobody can fill the table with forged ids). ``INSERT … ON CONFLICT DO
+NOTHING … RETURNING`` inserts one row or none: the database's primary key decides between racing processes
+and the loser gets no row back — a replay. Rows stay until the token could no longer be valid (``exp`` plus the
+clock-skew allowance); :meth:`ReplayStore.purge` deletes older ones, and the server runs it periodically.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from governance.api.tables import REQUEST_ID, ensure_tables
+
+
+class ReplayStore:
+    """Used request ids in the shared database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        ensure_tables(engine)
+
+    def claim(self, iss: str, jti: str, expires_at: int) -> bool:
+        """Record ``(iss, jti)``; False when it was already recorded (a replay)."""
+        statement = (self._insert(REQUEST_ID).values(iss=iss, jti=jti, expires_at=expires_at)
+                     .on_conflict_do_nothing(index_elements=["iss", "jti"]).returning(REQUEST_ID.c.jti))
+        with self.engine.begin() as conn:
+            inserted = conn.execute(statement).first()
+        return inserted is not None
+
+    def purge(self, now: int) -> int:
+        """Delete ids whose tokens expired before ``now`` (Unix seconds); returns how many went."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(REQUEST_ID).where(REQUEST_ID.c.expires_at < now))
+        return int(result.rowcount or 0)
