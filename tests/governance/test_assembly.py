@@ -49,3 +49,22 @@ def test_consent_decides_per_record_and_refused_payloads_are_not_kept(engine: En
         decisions = list(find_entries(conn, EntryFilter(action="policy.decision")))
     assert decisions, "every policy decision is audited"
     assert all(b"R-0000" not in entry.data for entry in decisions)
+
+
+def test_withdrawal_stops_collection_one_second_later(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    now = [FIXED_NOW]
+    registry = ConsentRegistry.from_settings(settings, engine, clock=lambda: now[0])
+    granted = registry.grant({"subject_id": "urn:ngsi-ld:Person:R-00001", "controller": "social-care",
+                              "purposes": ["care.monitoring"], "collection_method": "signed form"},
+                             actor="officer:test")
+    pipeline = build_pipeline(engine, settings, clock=lambda: now[0])
+    adapter = CareHubAdapter()
+    first = pipeline.ingest(adapter, read_capture_lines(capture(tmp_path / "a.jsonl", [care_event(1)]),
+                                                        received_at=now[0], max_bytes=10_000))
+    assert first.accepted == 1
+    registry.withdraw(granted.consent.consent_id, actor="resident:R-00001")
+    now[0] = FIXED_NOW + timedelta(seconds=1)
+    later = capture(tmp_path / "b.jsonl", [care_event(1, at="2026-11-20T03:30:00+01:00")])
+    second = pipeline.ingest(adapter, read_capture_lines(later, received_at=now[0], max_bytes=10_000))
+    assert (second.accepted, second.quarantined) == (0, 1)
+    assert entities.count_entities(engine) == 1
