@@ -143,6 +143,13 @@ class Pipeline:
         quarantine_rows: list[dict[str, Any]] = []
         resolved: list[Record] = []
         failed_again: list[Record] = []
+        hints: dict[int, str | None] = {}
+        if self.vault is not None and self.vault.applies_to(adapter):
+            for record in batch.records:
+                if record.rejection is not None and not record.duplicate and record.retry_of is None \
+                        and record.message.payload:
+                    hints[id(record)] = adapter.subject_hint(record.message)
+            self.vault.prepare({hint for hint in hints.values() if hint is not None})
         for record in batch.records:
             message = record.message
             if record.duplicate:
@@ -154,7 +161,7 @@ class Pipeline:
                 if record.retry_of is not None:
                     failed_again.append(record)
                 else:
-                    quarantine_rows.append(self._quarantine_row(adapter, record, now))
+                    quarantine_rows.append(self._quarantine_row(adapter, record, now, hints.get(id(record))))
                     if not record.rejection.discard_payload:
                         ledger_rows.append(_ledger_row(adapter, record, "quarantined"))
                 continue
@@ -209,7 +216,8 @@ class Pipeline:
                 observer.batch_committed(conn, adapter, batch, report, now)
         return report
 
-    def _quarantine_row(self, adapter: Adapter, record: Record, now: datetime) -> dict[str, Any]:
+    def _quarantine_row(self, adapter: Adapter, record: Record, now: datetime,
+                        hint: str | None = None) -> dict[str, Any]:
         message = record.message
         rejection = record.rejection
         assert rejection is not None
@@ -228,7 +236,6 @@ class Pipeline:
                 topic = None  # the topic names the device: kept only sealed, with a payload
             else:
                 try:
-                    hint = adapter.subject_hint(message)
                     result = self.vault.seal(kept, record.fingerprint, topic=topic, subject_id=hint)
                     kept, subject, topic, sealed = result.blob, result.subject, None, True
                 except SubjectErasedError:  # nothing more is kept about an erased person

@@ -45,19 +45,25 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NEVER_PROTECTED = frozenset({"type"})
 
 
+def _part(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+_TAG_PART = _part(_AAD_TAG)
+
+
+def _instant(observed_at: datetime | None) -> str:
+    if observed_at is None:
+        return ""
+    if observed_at.tzinfo is None:
+        raise ProtectionError("observation times must carry a time zone")
+    return str((observed_at - _EPOCH) // timedelta(microseconds=1))
+
+
 def field_aad(entity_id: str, observed_at: datetime | None, field_name: str, subject: str) -> bytes:
     """The associated data of one sealed value (see the module docstring)."""
-    if observed_at is None:
-        instant = ""
-    elif observed_at.tzinfo is None:
-        raise ProtectionError("observation times must carry a time zone")
-    else:
-        instant = str((observed_at - _EPOCH) // timedelta(microseconds=1))
-    out = bytearray()
-    for part in (_AAD_TAG, entity_id, instant, field_name, subject):
-        data = part.encode("utf-8")
-        out += struct.pack(">I", len(data)) + data
-    return bytes(out)
+    return _TAG_PART + _part(entity_id) + _part(_instant(observed_at)) + _part(field_name) + _part(subject)
 
 
 def seal_value(aead: AESGCM, value: Any, aad: bytes) -> str:
@@ -185,13 +191,15 @@ class FieldProtector:
                 copy[name] = pseudonym(value)
             out.append(copy)
         keys = self.subject_keys.data_keys({e[plan.subject_property] for e in out}, create=True)
+        field_parts = {name: _part(name) for name in plan.encrypt}
         for copy, observed in zip(out, observed_at, strict=True):
             subject = copy[plan.subject_property]
             aead = keys[subject]
-            entity_id = str(copy.get("id", ""))
-            for name in plan.encrypt:
+            head = _TAG_PART + _part(str(copy.get("id", ""))) + _part(_instant(observed))
+            tail = _part(subject)
+            for name, part in field_parts.items():
                 if name in copy:
-                    copy[name] = seal_value(aead, copy[name], field_aad(entity_id, observed, name, subject))
+                    copy[name] = seal_value(aead, copy[name], head + part + tail)
         return out
 
     def reveal(

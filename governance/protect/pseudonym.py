@@ -38,15 +38,26 @@ def _b32(digest: bytes) -> str:
 class Pseudonyms:
     """Turns identifiers into pseudonyms with the keyring's pseudonym key."""
 
+    #: Identifiers whose pseudonym is remembered (a city's residents, hubs and devices fit many times over).
+    MEMO_SIZE = 65_536
+
     def __init__(self, keyring: Keyring) -> None:
         self._key = keyring.pseudonym_key()
         self._keyring = keyring
+        self._memo: dict[str, str] = {}
 
     def of(self, identifier: str) -> str:
         """The pseudonym of a real identifier (always hashed, even if it looks like a pseudonym)."""
+        found = self._memo.get(identifier)
+        if found is not None:
+            return found
         if not isinstance(identifier, str) or not identifier or len(identifier) > MAX_ID_CHARS:
             raise ProtectionError(f"an identifier to pseudonymize must be a string of 1 to {MAX_ID_CHARS} characters")
-        return PREFIX + _b32(self._key.digest(identifier.encode("utf-8")))
+        found = PREFIX + _b32(self._key.digest(identifier.encode("utf-8")))
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        self._memo[identifier] = found
+        return found
 
     def many(self, identifiers: Iterable[str]) -> dict[str, str]:
         """Real id → pseudonym for each distinct identifier."""

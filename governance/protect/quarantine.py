@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from adapters.base import Adapter
 from governance.catalog import SchemaCatalog
 from governance.ingest.message import RawMessage
-from governance.protect.errors import DecryptionError
+from governance.protect.errors import DecryptionError, SubjectErasedError
 from governance.protect.fieldcrypt import FieldProtector
 from governance.protect.keyring import Keyring
 
@@ -78,6 +78,7 @@ class QuarantineVault:
         self.retention = timedelta(days=retention_days)
         self.protector = protector
         self._personal: dict[str, bool] = {}
+        self._prepared: dict[str, Any] = {}
 
     def applies_to(self, adapter: Adapter) -> bool:
         """Whether the adapter's feed can carry personal data (one of its types has a data subject)."""
@@ -89,6 +90,20 @@ class QuarantineVault:
             self._personal[adapter.name] = found
         return found
 
+    def prepare(self, subject_ids: set[str]) -> None:
+        """Fetch (or create) the data keys of a batch's quarantined subjects in one go, for the seals that follow.
+
+        If one of them was erased, nothing is prepared and each seal looks its own key up (and refuses that one).
+        """
+        self._prepared = {}
+        if not subject_ids or self.protector is None:
+            return
+        refs = {self.protector.pseudonyms.subject_ref(s) for s in subject_ids}
+        try:
+            self._prepared = dict(self.protector.subject_keys.data_keys(refs, create=True))
+        except SubjectErasedError:
+            self._prepared = {}
+
     def seal(self, payload: bytes, fingerprint: str, *, topic: str | None = None,
              subject_id: str | None = None) -> SealedPayload:
         """Seal under the subject's key when ``subject_id`` is given (raises ``SubjectErasedError`` if they
@@ -97,7 +112,7 @@ class QuarantineVault:
         plain = _envelope(topic, payload)
         if subject_id is not None and self.protector is not None:
             subject = self.protector.pseudonyms.subject_ref(subject_id)
-            aead = self.protector.subject_keys.data_keys({subject}, create=True)[subject]
+            aead = self._prepared.get(subject) or self.protector.subject_keys.data_keys({subject}, create=True)[subject]
             return SealedPayload(SUBJECT + nonce + aead.encrypt(nonce, plain, _aad(fingerprint, subject)), subject)
         key = self.keyring.quarantine_key()
         return SealedPayload(SHARED + nonce + key.encrypt(nonce, plain, _aad(fingerprint, None)), None)

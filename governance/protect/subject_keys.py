@@ -59,11 +59,18 @@ class RewrapReport:
 class SubjectKeys:
     """The DEK of each subject, by pseudonym."""
 
+    #: Unwrapped DEKs kept per process, keyed by the exact ``subject_key`` row they came from. Every call still
+    #: reads the rows and checks that the subject's keystore secret exists, so an erasure (secret destroyed, row
+    #: turned into a tombstone) takes effect at the next call in every process, even against a restored row;
+    #: the cache only saves reading the secret and the unwrap.
+    CACHE_SIZE = 20_000
+
     def __init__(self, engine: Engine, master: MasterKeys, keystore: SubjectKeystore, *, clock: Clock = utc_now):
         self.engine = engine
         self.master = master
         self.keystore = keystore
         self.clock = clock
+        self._unwrapped: dict[tuple[str, int, bytes], AESGCM] = {}
 
     def data_keys(self, subjects: Collection[str], *, create: bool) -> dict[str, AESGCM]:
         """The DEKs of ``subjects`` in one query per 500 subjects.
@@ -84,7 +91,17 @@ class SubjectKeys:
                 if create:
                     raise SubjectErasedError("the subject was erased: no data is written for it any more")
                 continue
-            aead = self._unwrap(row.subject, row.key_version, row.wrapped_key)
+            cache_key = (row.subject, row.key_version, bytes(row.wrapped_key))
+            aead = self._unwrapped.get(cache_key)
+            if aead is not None and not self.keystore.path(row.subject).exists():
+                aead = None  # the secret was destroyed (an erasure elsewhere): the key is gone for everyone
+                self._unwrapped.pop(cache_key, None)
+            if aead is None:
+                aead = self._unwrap(row.subject, row.key_version, row.wrapped_key)
+                if aead is not None:
+                    if len(self._unwrapped) >= self.CACHE_SIZE:
+                        self._unwrapped.clear()
+                    self._unwrapped[cache_key] = aead
             if aead is None:
                 if create:
                     raise ProtectionError(
@@ -106,6 +123,7 @@ class SubjectKeys:
         if not is_pseudonym(subject):
             raise ProtectionError("subjects are erased by pseudonym (psn:v1:...)")
         at = at or self.clock()
+        self._unwrapped = {k: v for k, v in self._unwrapped.items() if k[0] != subject}
         had_secret = self.keystore.destroy(subject)
         with self.engine.begin() as conn:
             result = conn.execute(
