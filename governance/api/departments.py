@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from governance.api.jose import Algorithm, PublicJwk, PublicKeyType, parse_jwk
@@ -88,6 +88,15 @@ class RegisteredKey:
     kind: Kind
     purposes: tuple[str, ...]
     roles: tuple[str, ...]
+
+
+_LOOKUP_KEY = (
+    select(DEPARTMENT_KEY.c.alg, DEPARTMENT_KEY.c.jwk, DEPARTMENT_KEY.c.status, DEPARTMENT.c.name,
+           DEPARTMENT.c.kind, DEPARTMENT.c.purposes, DEPARTMENT.c.roles)
+    .join(DEPARTMENT, DEPARTMENT.c.name == DEPARTMENT_KEY.c.department)
+    .where(DEPARTMENT_KEY.c.kid == bindparam("kid"))
+)
+"""A key with its owner, by kid (built once: every request looks its key up)."""
 
 
 class DepartmentRegistry:
@@ -175,14 +184,8 @@ class DepartmentRegistry:
 
     def lookup_key(self, kid: str) -> RegisteredKey | None:
         """The registered key named ``kid`` with its owner (active or not); None when unknown."""
-        query = (
-            select(DEPARTMENT_KEY.c.alg, DEPARTMENT_KEY.c.jwk, DEPARTMENT_KEY.c.status, DEPARTMENT.c.name,
-                   DEPARTMENT.c.kind, DEPARTMENT.c.purposes, DEPARTMENT.c.roles)
-            .join(DEPARTMENT, DEPARTMENT.c.name == DEPARTMENT_KEY.c.department)
-            .where(DEPARTMENT_KEY.c.kid == kid)
-        )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_LOOKUP_KEY, {"kid": kid}).first()
         if row is None:
             return None
         parsed = self._parsed.get(kid)

@@ -9,11 +9,12 @@ clock-skew allowance); :meth:`ReplayStore.purge` deletes older ones, and the ser
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from governance.api.tables import REQUEST_ID, ensure_tables
+from governance.audit.log import local_writer
 
 
 class ReplayStore:
@@ -21,15 +22,17 @@ class ReplayStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._claim = (insert(REQUEST_ID).values(iss=bindparam("iss"), jti=bindparam("jti"),
+                                                 expires_at=bindparam("expires_at"))
+                       .on_conflict_do_nothing(index_elements=["iss", "jti"]).returning(REQUEST_ID.c.jti))
+        """Built once: one row or none, and the row's jti when it went in."""
         ensure_tables(engine)
 
     def claim(self, iss: str, jti: str, expires_at: int) -> bool:
         """Record ``(iss, jti)``; False when it was already recorded (a replay)."""
-        statement = (self._insert(REQUEST_ID).values(iss=iss, jti=jti, expires_at=expires_at)
-                     .on_conflict_do_nothing(index_elements=["iss", "jti"]).returning(REQUEST_ID.c.jti))
-        with self.engine.begin() as conn:
-            inserted = conn.execute(statement).first()
+        with local_writer(self.engine), self.engine.begin() as conn:
+            inserted = conn.execute(self._claim, {"iss": iss, "jti": jti, "expires_at": expires_at}).first()
         return inserted is not None
 
     def purge(self, now: int) -> int:

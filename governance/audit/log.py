@@ -2,10 +2,10 @@
 
 Every append locks the single ``audit_head`` row (an ``UPDATE`` that bumps ``appends``: a row lock on
 PostgreSQL, the database write lock on SQLite — taken by the first write of the transaction, so there is
-no read-then-upgrade deadlock), reads the tree size and frontier, writes the new entries, the subtree
-nodes they complete, the new head and a signed tree head, all in the caller's transaction. Concurrent
-writers therefore queue on the head row and each sees the other's committed entries: no gaps, no forks,
-no duplicate sequence numbers; a writer killed mid-append leaves nothing behind.
+no read-then-upgrade deadlock) and returns the tree size and frontier in the same statement, writes the
+new entries, the subtree nodes they complete, the new head and a signed tree head, all in the caller's
+transaction. Concurrent writers therefore queue on the head row and each sees the other's committed
+entries: no gaps, no forks, no duplicate sequence numbers; a writer killed mid-append leaves nothing behind.
 
 Make the append the *last* write of a transaction (the ingest observer is): the head lock is held until
 commit and serializes every writer of the log. PostgreSQL must run at READ COMMITTED (its default).
@@ -19,6 +19,8 @@ loaded when the log is opened if the master key is at hand, else at the first en
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,7 +166,7 @@ class AuditLog:
         names = {s: self.pseudonymize(s) for s in {s for event in events for s in event.subjects}}
         subjects = [[names[s] for s in event.subjects] for event in events]
         if conn is None:
-            with self.engine.begin() as own:
+            with local_writer(self.engine), self.engine.begin() as own:
                 return self._append(own, events, subjects, now, sign)
         return self._append(conn, events, subjects, now, sign)
 
@@ -218,17 +220,17 @@ class AuditLog:
                 "signature": tree_head.signature,
             }])
             head_values["tree_head_ms"] = tree_head.timestamp_ms
-        conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(**head_values))
+        conn.execute(_SET_HEAD, head_values)
         return AppendResult(first_seq=first, count=len(entry_rows), tree_head=tree_head)
 
     def _lock_head(self, conn: Connection) -> HeadState:
-        bumped = conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1))
-        if bumped.rowcount == 0:
+        row = conn.execute(_BUMP_HEAD).first()  # the lock, and the head as it is under the lock
+        if row is None:
             self._ensure_head(conn)
-            conn.execute(update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1))
-        head = read_head(conn)
-        if head is None:
+            row = conn.execute(_BUMP_HEAD).first()
+        if row is None:
             raise AuditError("the audit head row vanished during an append")
+        head = _head_of(row)
         if head.key_id != self.key_id:
             raise AuditKeyError(
                 f"this log is signed with key {head.key_id[:16]}…, this process holds {self.key_id[:16]}…"
@@ -275,13 +277,42 @@ def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
         cursor.close()
 
 
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS_GUARD = threading.Lock()
+
+
+def local_writer(engine: Engine) -> contextlib.AbstractContextManager[Any]:
+    """On SQLite, the threads of one process queue here for their short write transactions.
+
+    SQLite has one writer at a time; a thread that finds the write lock taken sleeps in growing steps (1, 2,
+    5, 10 … 100 ms) before it tries again, so under concurrent requests a few unlucky ones wait far longer
+    than the writes take. Queued on a lock they are woken as soon as the writer before them commits. Take it
+    only around a transaction of one's own (never while holding another write transaction open); other
+    processes still wait on SQLite itself. A no-op on PostgreSQL.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(engine)
+        if lock is None:
+            lock = _WRITERS[engine] = threading.RLock()
+    return lock
+
+
+# Built once (statements are immutable): building them anew costs more than running them on SQLite.
+_HEAD_COLUMNS = (HEAD.c.tree_size, HEAD.c.frontier, HEAD.c.root_hash, HEAD.c.key_id, HEAD.c.tree_head_ms)
+_BUMP_HEAD = update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1).returning(*_HEAD_COLUMNS)
+_SET_HEAD = update(HEAD).where(HEAD.c.id == HEAD_ID)
+"""Executed with the new values as parameters: tree size, frontier, root (and the tree head's time)."""
+_READ_HEAD = select(*_HEAD_COLUMNS).where(HEAD.c.id == HEAD_ID)
+
+
 def read_head(conn: Connection) -> HeadState | None:
-    row = conn.execute(
-        select(HEAD.c.tree_size, HEAD.c.frontier, HEAD.c.root_hash, HEAD.c.key_id, HEAD.c.tree_head_ms)
-        .where(HEAD.c.id == HEAD_ID)
-    ).first()
-    if row is None:
-        return None
+    row = conn.execute(_READ_HEAD).first()
+    return None if row is None else _head_of(row)
+
+
+def _head_of(row: Any) -> HeadState:
     size, frontier, root, key_id, tree_head_ms = row
     return HeadState(int(size), Frontier.from_bytes(int(size), bytes(frontier)), bytes(root), key_id,
                      int(tree_head_ms))

@@ -469,8 +469,11 @@ class QueryService:
         rows: list[StoredRow] = []
         records: list[dict[str, Any]] = []
         scanned = 0
+        # a page first reads the rows it needs and one more (a page of 10 reads 11 rows, not 1000); when filters
+        # (bbox, erased subjects) leave it short, each further read is four times larger, up to CHUNK_ROWS
+        size = CHUNK_ROWS if whole else min(CHUNK_ROWS, limit + 1, scan_limit)
         while True:
-            chunk = read_rows(self.engine, row_filter, after=after, limit=CHUNK_ROWS)
+            chunk = read_rows(self.engine, row_filter, after=after, limit=size)
             scanned += len(chunk)
             if whole and scanned > scan_limit:
                 raise PayloadTooLargeError(
@@ -484,11 +487,12 @@ class QueryService:
                 records.append(record)
                 if not whole and len(rows) == limit:
                     return _Page(rows, records, row.pk)
-            if len(chunk) < CHUNK_ROWS:
+            if len(chunk) < size:
                 return _Page(rows, records, None)
             after = chunk[-1].pk
             if not whole and scanned >= scan_limit:
                 return _Page(rows, records, after)  # a short page; the cursor goes on from here
+            size = CHUNK_ROWS if whole else min(CHUNK_ROWS, size * 4, scan_limit - scanned)
 
     def _reveal(self, chunk: Sequence[StoredRow], released: set[str], dataset: _Dataset
                 ) -> list[dict[str, Any] | None]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Table, or_, select
+from sqlalchemy import Engine, Select, Table, bindparam, func, or_, select
 
 from governance.store.entities import as_utc
 from governance.store.tables import EntityRecord
@@ -39,24 +40,45 @@ class RowFilter:
 
 
 def read_rows(engine: Engine, where: RowFilter, *, after: int, limit: int) -> list[StoredRow]:
-    """Up to ``limit`` rows with primary key above ``after``, in primary-key order."""
-    query = (
-        select(_TABLE.c.pk, _TABLE.c.entity_id, _TABLE.c.entity_type, _TABLE.c.observed_at, _TABLE.c.data,
-               _TABLE.c.subject)
-        .where(_TABLE.c.dataset == where.dataset, _TABLE.c.pk > after,
-               or_(_TABLE.c.retain_until.is_(None), _TABLE.c.retain_until > where.now))
-        .order_by(_TABLE.c.pk)
-        .limit(limit)
-    )
+    """Up to ``limit`` rows with primary key above ``after``, in primary-key order.
+
+    With ``entity_ids`` the rows are found through the entity-id index: SQLite (without statistics) would
+    otherwise walk the whole dataset in primary-key order through the dataset index, so there the dataset
+    test is written so that no index serves it (``coalesce`` of a NOT NULL column: the same rows).
+    """
+    query = _statement(engine.dialect.name, where.observed_from is not None, where.observed_to is not None,
+                       where.entity_ids is not None)
+    params: dict[str, Any] = {"dataset": where.dataset, "after": after, "now": where.now, "limit": limit}
     if where.observed_from is not None:
-        query = query.where(_TABLE.c.observed_at >= where.observed_from)
+        params["observed_from"] = where.observed_from
     if where.observed_to is not None:
-        query = query.where(_TABLE.c.observed_at < where.observed_to)
+        params["observed_to"] = where.observed_to
     if where.entity_ids is not None:
-        query = query.where(_TABLE.c.entity_id.in_(sorted(where.entity_ids)))
+        params["entity_ids"] = sorted(where.entity_ids)
     with engine.connect() as conn:
         return [
             StoredRow(int(row.pk), row.entity_id, row.entity_type, as_utc(row.observed_at),
                       dict(row.data) if isinstance(row.data, dict) else {}, row.subject)
-            for row in conn.execute(query)
+            for row in conn.execute(query, params)
         ]
+
+
+@lru_cache(maxsize=32)
+def _statement(dialect: str, observed_from: bool, observed_to: bool, entity_ids: bool) -> Select[Any]:
+    """The statement of one filter shape, built once: every value is a bound parameter."""
+    dataset = func.coalesce(_TABLE.c.dataset, "") if entity_ids and dialect == "sqlite" else _TABLE.c.dataset
+    query = (
+        select(_TABLE.c.pk, _TABLE.c.entity_id, _TABLE.c.entity_type, _TABLE.c.observed_at, _TABLE.c.data,
+               _TABLE.c.subject)
+        .where(dataset == bindparam("dataset"), _TABLE.c.pk > bindparam("after"),
+               or_(_TABLE.c.retain_until.is_(None), _TABLE.c.retain_until > bindparam("now")))
+        .order_by(_TABLE.c.pk)
+        .limit(bindparam("limit"))
+    )
+    if observed_from:
+        query = query.where(_TABLE.c.observed_at >= bindparam("observed_from"))
+    if observed_to:
+        query = query.where(_TABLE.c.observed_at < bindparam("observed_to"))
+    if entity_ids:
+        query = query.where(_TABLE.c.entity_id.in_(bindparam("entity_ids", expanding=True)))
+    return query

@@ -204,6 +204,26 @@ def test_filters_are_parameters_not_sql(service: QueryService, db: Engine) -> No
         service.run(TRANSPORT, planning(fields=["intensity", "data->>'refResident'"]))
 
 
+def test_pages_by_ids_and_sparse_bbox_pages_read_on_until_full(service: QueryService, db: Engine) -> None:
+    store(db, traffic(120))
+    ids = [f"urn:ngsi-ld:TrafficFlowObserved:tf-{i}" for i in (3, 50, 7, 119, 60)]
+    seen: list[int] = []
+    cursor = None
+    while True:  # by ids, two a page, in stored order
+        page = service.run(TRANSPORT, planning(where={"ids": ids}, page_size=2, cursor=cursor))
+        seen += [r["intensity"] for r in page.records]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [103, 107, 150, 160, 219]
+    # the grid's last row (i >= 110) lies in this box: a page of 3 reads on past 110 rows that do not match
+    boxed = service.run(TRANSPORT, planning(where={"bbox": [2.1695, 41.3905, 2.1795, 41.3915]}, page_size=3))
+    assert [r["intensity"] for r in boxed.records] == [210, 211, 212] and boxed.next_cursor is not None
+    rest = service.run(TRANSPORT, planning(where={"bbox": [2.1695, 41.3905, 2.1795, 41.3915]}, page_size=10,
+                                           cursor=boxed.next_cursor))
+    assert [r["intensity"] for r in rest.records] == list(range(213, 220))
+
+
 @pytest.mark.parametrize(("where", "message"), [
     ({"from": "2026-11-20T12:00:00Z", "to": "2026-11-19T12:00:00Z"}, "before"),
     ({"from": "2026-11-20T12:00:00"}, "time zone"),
