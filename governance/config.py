@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         default=2000, ge=1, description="A policy decision slower than this is a deny (fail closed)."
     )
     policy_cache_seconds: int = Field(
-        default=300, ge=0, description="How long a collection decision is reused for the same scope and revision."
+        default=300, ge=0, description="How long a decision is reused for one scope or input and revision (0: never)."
     )
     quarantine_retention_days: int = Field(
         default=30, ge=1, description="Days a sealed quarantined payload of a personal-data feed is kept."

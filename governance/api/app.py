@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,17 +44,22 @@ from governance.api.signing import ResponseSigner
 from governance.api.tables import ensure_tables
 from governance.audit.entries import AuditEvent
 from governance.audit.log import AuditLog
+from governance.audit.observer import ConsentAuditor
 from governance.audit.router import audit_router
 from governance.config import Settings
+from governance.consent.registry import ConsentRegistry
+from governance.consent.router import consent_router
 from governance.errors import AccessDeniedError, CitygovError
 from governance.policy.model import Actor
 from governance.policy.service import stage_for
 from governance.protect.keyring import Keyring
+from governance.retention import run_periodically
 from governance.store.db import create_db_engine, init_schema
 
 log = logging.getLogger("citygov.api")
 Clock = Callable[[], datetime]
 AUDITOR_ROLE = "auditor"
+PRIVACY_OFFICER_ROLE = "privacy-officer"
 JSON = "application/json"
 
 
@@ -170,8 +176,13 @@ def create_app(
     backend: QueryBackend | None = None,
     engine: Engine | None = None,
     clock: Clock = utc_now,
+    retention: bool = False,
 ) -> FastAPI:
-    """The API for ``settings``; ``backend`` defaults to the sharing layer's QueryService."""
+    """The API for ``settings``; ``backend`` defaults to the sharing layer's QueryService.
+
+    ``retention=True`` (``citygov serve``) also runs the retention sweep every
+    ``CITYGOV_RETENTION_INTERVAL_SECONDS`` in a thread of its own, stopped with the server.
+    """
     owns_engine = engine is None
     if engine is None:
         engine = create_db_engine(settings.resolved_database_url())
@@ -192,11 +203,20 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         purge = asyncio.create_task(_purge_loop(state))
+        stop = threading.Event()
+        sweeper = None
+        if retention:
+            sweeper = threading.Thread(target=run_periodically, args=(state.engine, settings),
+                                       kwargs={"stop": stop, "clock": clock}, name="retention-sweep", daemon=True)
+            sweeper.start()
         await run_in_threadpool(_readiness, state)  # load the policy engine now, not on the first request
         log.info("api started", extra={"response_kid": signer.kid, "audience": settings.api_audience})
         try:
             yield
         finally:
+            stop.set()
+            if sweeper is not None:
+                await run_in_threadpool(sweeper.join, 30)
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
@@ -216,6 +236,14 @@ def create_app(
         return await _auditor(state, request)
 
     app.include_router(audit_router(lambda: state.audit, authenticate=verified_auditor), prefix="/v1/audit")
+    consents = ConsentRegistry(engine, keyring, clock=clock, issuer=settings.receipt_issuer,
+                               on_change=ConsentAuditor(audit))
+
+    async def verified_privacy_officer(request: Request) -> Caller:
+        return await _with_role(state, request, PRIVACY_OFFICER_ROLE, dataset="consent", purpose="consent")
+
+    app.include_router(consent_router(lambda: consents, authenticate=verified_privacy_officer),
+                       prefix="/v1/consents")
     _install_openapi(app, state.backend.request_model)
     app.add_middleware(ApiMiddleware, state=state)
     return app
@@ -227,7 +255,7 @@ def app_from_env() -> FastAPI:
 
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, retention=True)
 
 
 # --- routes -------------------------------------------------------------------------------------------------
@@ -332,26 +360,32 @@ def _payload(result: Any, request_id: str) -> dict[str, Any]:
 
 async def _auditor(state: ApiState, request: Request) -> Caller:
     """The audit router's authentication: a signed request from a caller with the auditor role."""
+    return await _with_role(state, request, AUDITOR_ROLE, dataset="audit-log", purpose="audit")
+
+
+async def _with_role(state: ApiState, request: Request, role: str, *, dataset: str, purpose: str) -> Caller:
+    """A router's authentication: a signed request from a caller registered with ``role``; audited either way."""
     body = await request.body()
     query_keys = sorted({key for key in request.query_params})[:16]
-    return await run_in_threadpool(_check_auditor, state, request.scope, request.headers.get("authorization"),
-                                   body, query_keys)
+    return await run_in_threadpool(_check_role, state, request.scope, request.headers.get("authorization"),
+                                   body, query_keys, role, dataset, purpose)
 
 
-def _check_auditor(state: ApiState, scope: Any, authorization: str | None, body: bytes,
-                   query_keys: list[str]) -> Caller:
+def _check_role(state: ApiState, scope: Any, authorization: str | None, body: bytes,
+                query_keys: list[str], role: str, dataset: str, purpose: str) -> Caller:
     facts = RequestFacts.from_scope(scope)
     caller = state.authenticate(scope, authorization, body)
-    allowed = AUDITOR_ROLE in caller.roles
-    reply = None if allowed else ErrorReply(403, "access_denied", "the audit API needs the auditor role",
-                                            reasons=("auditor_role_required",))
+    allowed = role in caller.roles
+    message = f"the {dataset} API needs the {role} role"
+    reason = f"{role.replace('-', '_')}_role_required"
+    reply = None if allowed else ErrorReply(403, "access_denied", message, reasons=(reason,))
     content = b"" if reply is None else orjson.dumps(reply.body(facts.request_id))
     state.audit.append([request_event(facts, caller, status=200 if reply is None else 403, body=content,
-                                      reply=reply, dataset="audit-log", purpose="audit",
+                                      reply=reply, dataset=dataset, purpose=purpose,
                                       extra={"query_parameters": query_keys})])
     state.metrics.inc("citygov_api_data_requests_total", decision="allow" if allowed else "deny")
     if reply is not None:
-        raise AccessDeniedError("the audit API needs the auditor role", reasons=reply.reasons)
+        raise AccessDeniedError(message, reasons=reply.reasons)
     return caller
 
 

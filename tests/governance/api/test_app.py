@@ -220,3 +220,25 @@ def test_an_unexpected_query_layer_error_is_a_generic_500(api: ApiHarness, monke
     assert response.status_code == 500 and "secret-internal-detail" not in response.text
     last = audit_entries(api.audit)[-1]
     assert last["decision"] == "error" and last["reasons"] == ["internal_error"]
+
+
+def test_the_consent_router_needs_a_signed_privacy_officer(api: ApiHarness) -> None:
+    officer = api.register("dpo-office", roles=("privacy-officer",))
+    energy = api.register("energy")
+    grant = orjson.dumps({
+        "subject_id": "urn:ngsi-ld:Person:R-55812", "controller": "social-care", "purposes": ["care.monitoring"],
+        "legal_basis": "explicit-consent", "special_categories": ["health"], "collection_method": "paper form",
+    })
+    created = api.signed_post(officer, grant, url=f"{QUERY_URL.removesuffix(QUERY_PATH)}/v1/consents")
+    assert created.status_code == 201, created.text
+    consent = created.json()["consent"]
+    assert consent["subject"].startswith("psn:v1:") and "R-55812" not in created.text
+    shown = api.signed_get(officer, f"/v1/consents/{consent['consent_id']}")
+    assert shown.status_code == 200 and shown.json()["consent_id"] == consent["consent_id"]
+    entries = audit_entries(api.audit)
+    assert any(e["action"] == Action.CONSENT_CHANGE for e in entries)  # the grant itself, audited
+
+    denied = api.signed_get(energy, f"/v1/consents/{consent['consent_id']}")
+    assert denied.status_code == 403 and denied.json()["reasons"] == ["privacy_officer_role_required"]
+    assert audit_entries(api.audit)[-1]["decision"] == "deny"
+    assert api.client.get(f"/v1/consents/{consent['consent_id']}").status_code == 401
