@@ -41,6 +41,8 @@ from governance.ingest.timeparse import localize, parse_instant, utc_iso, zone
 _BOM = codecs.BOM_UTF8
 #: Header layouts kept per adapter (a file has one header; a retry of old rows may bring a few more).
 _LAYOUT_CACHE_SIZE = 32
+#: Time cells already converted (rows of one period share them: every station reports the same hour).
+_TIME_CACHE_SIZE = 4096
 _SHOWN_COLUMNS = 25
 
 
@@ -195,6 +197,8 @@ class DepartmentCsvAdapter(Adapter):
         }
         self._zone: ZoneInfo | None = zone(cfg.time.zone) if cfg.time.zone else None
         self._layouts: dict[str, _Layout] = {}
+        self._time_names = cfg.time.names()
+        self._times: dict[tuple[str, ...], dict[str, str]] = {}
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -343,6 +347,19 @@ class DepartmentCsvAdapter(Adapter):
         return _Layout(len(names), index)
 
     def _time(self, cell: Any) -> dict[str, str]:
+        """The time properties of a row. Converting them (``strptime``, zone, formatting) is a pure
+        function of the row's time cells, so each distinct set of cells is converted once."""
+        texts = tuple([cell(c) for c in self._time_names])
+        known = self._times.get(texts)
+        if known is None:
+            known = self._convert_time(dict(zip(self._time_names, texts, strict=True)))
+            if len(self._times) >= _TIME_CACHE_SIZE:
+                self._times.clear()
+            self._times[texts] = known
+        return dict(known)
+
+    def _convert_time(self, cells: dict[str, str]) -> dict[str, str]:
+        cell = cells.__getitem__
         cfg = self.cfg
         t = cfg.time
         if t.column is not None:

@@ -55,10 +55,11 @@ def decode_text(payload: bytes) -> str:
 
 def require(obj: dict[str, Any], key: str, *, path: str = "") -> Any:
     """The value of a required field (null counts as missing)."""
-    name = f"{path}{key}"
-    if key not in obj or obj[key] is None:
+    value = obj.get(key)
+    if value is None:
+        name = f"{path}{key}"
         raise InvalidRecordError("missing_field", f"required field '{name}' is missing", field=name)
-    return obj[key]
+    return value
 
 
 def number(
@@ -71,15 +72,26 @@ def number(
     maximum: float | None = None,
 ) -> float | int | None:
     """A numeric field (booleans and numeric strings are refused: numbers must be numbers)."""
-    name = f"{path}{key}"
-    if not required and obj.get(key) is None:
-        return None
-    value = require(obj, key, path=path)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRecordError(
-            "wrong_type", f"field '{name}' must be a number, got {describe(value)}", field=name
-        )
-    return check_range(value, name, minimum=minimum, maximum=maximum)
+    value: float | int | None = obj.get(key)
+    if value is None:
+        if not required:
+            return None
+        value = require(obj, key, path=path)  # raises
+    kind = value.__class__
+    if kind is not int and kind is not float:  # the usual types first; then what else passes
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            name = f"{path}{key}"
+            raise InvalidRecordError(
+                "wrong_type", f"field '{name}' must be a number, got {describe(value)}", field=name
+            )
+        return check_range(value, f"{path}{key}", minimum=minimum, maximum=maximum)
+    if (
+        (kind is float and not math.isfinite(value))
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        return check_range(value, f"{path}{key}", minimum=minimum, maximum=maximum)  # raises
+    return value
 
 
 def check_range(
@@ -99,15 +111,18 @@ def check_range(
 
 def string(obj: dict[str, Any], key: str, *, path: str = "", required: bool = True) -> str | None:
     """A non-empty string field."""
-    name = f"{path}{key}"
-    if not required and obj.get(key) is None:
-        return None
-    value = require(obj, key, path=path)
+    value = obj.get(key)
+    if value is None:
+        if not required:
+            return None
+        value = require(obj, key, path=path)  # raises
     if not isinstance(value, str):
+        name = f"{path}{key}"
         raise InvalidRecordError(
             "wrong_type", f"field '{name}' must be a string, got {describe(value)}", field=name
         )
     if not value.strip():
+        name = f"{path}{key}"
         raise InvalidRecordError("missing_field", f"field '{name}' is empty", field=name)
     return value
 
@@ -158,6 +173,8 @@ def local_id(obj: dict[str, Any], key: str, *, path: str = "", echo: bool = True
 
 def unknown_keys(obj: dict[str, Any], known: frozenset[str], *, path: str = "") -> tuple[str, ...]:
     """Names of the keys of ``obj`` outside ``known``; a key that does not look like a name is not echoed."""
+    if known.issuperset(obj):
+        return ()  # the usual case: nothing to report
     names = {
         f"{path}{key}" if _FIELD_NAME.fullmatch(key) else f"{path}<unnamed key>"
         for key in obj

@@ -185,6 +185,25 @@ def parse_decimal(text: str, *, field: str, decimal: str = ".") -> float | int:
     With ``decimal=","`` the comma is the decimal mark ("55,3"); a point is then refused, since
     "1.013,2" and "1.013" cannot be told apart from thousands separators.
     """
+    known = _NUMBERS.get(decimal)
+    if known is not None:
+        number = known.get(text)
+        if number is not None:  # the same readings come again and again ("21.4", "70", "0")
+            return number
+    number = _parse_decimal(text, field=field, decimal=decimal)
+    if known is not None:
+        if len(known) >= _NUMBERS_KEPT:
+            known.clear()
+        known[text] = number
+    return number
+
+
+#: Texts already read as numbers, per decimal mark (only valid numbers are kept).
+_NUMBERS: dict[str, dict[str, float | int]] = {".": {}, ",": {}}
+_NUMBERS_KEPT = 65_536
+
+
+def _parse_decimal(text: str, *, field: str, decimal: str) -> float | int:
     raw = text.strip()
     if not raw:
         raise InvalidRecordError("missing_field", f"field '{field}' is empty", field=field)

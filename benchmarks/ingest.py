@@ -61,7 +61,7 @@ from governance.ingest.batch import Batch, IngestReport
 from governance.ingest.message import RawMessage
 from governance.ingest.pipeline import Pipeline
 from governance.ingest.steps import Step
-from governance.store import entities
+from governance.store import entities, ledger, quarantine
 from governance.store.db import create_db_engine, init_schema, scratch_schema
 from governance.store.entities import as_utc
 from governance.store.tables import EntityRecord, IngestMessage, QuarantineRecord
@@ -134,6 +134,66 @@ class TimedStep:
         started = time.perf_counter()
         self.inner.run(adapter, batch)
         self.seconds += time.perf_counter() - started
+
+
+class Probes:
+    """Timing wrappers around the pipeline's other work, for the length of one run (benchmark only).
+
+    ``fingerprint`` (each message's SHA-256 identity), ``dedup`` (the ledger lookup), ``store`` (the
+    ledger, entity and quarantine inserts), ``audit`` (the batch's audit entries, inside its
+    transaction); what is left of the run is row building, the transaction's begin/commit and the loop.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.seconds: dict[str, float] = {"fingerprint": 0.0, "dedup": 0.0, "store": 0.0, "audit": 0.0}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, owner: Any, attribute: str, stage: str) -> None:
+        inner = getattr(owner, attribute)
+        seconds = self.seconds
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - started
+
+        self._undo.append((owner, attribute, vars(owner).get(attribute, _ABSENT)))
+        setattr(owner, attribute, timed)
+
+    def __enter__(self) -> Probes:
+        original = RawMessage.fingerprint
+        seconds = self.seconds
+
+        def fingerprint(message: RawMessage, adapter: str) -> str:
+            started = time.perf_counter()
+            try:
+                return original(message, adapter)
+            finally:
+                seconds["fingerprint"] += time.perf_counter() - started
+
+        self._undo.append((RawMessage, "fingerprint", original))
+        RawMessage.fingerprint = fingerprint  # type: ignore[method-assign,assignment]
+        self._wrap(self.pipeline, "_mark_duplicates", "dedup")
+        for module, function in ((ledger, "add_messages"), (entities, "add_entities"),
+                                 (quarantine, "add_quarantined")):
+            self._wrap(module, function, "store")
+        for observer in self.pipeline.observers:
+            self._wrap(observer, "batch_committed", "audit")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attribute, previous in reversed(self._undo):
+            if previous is _ABSENT:
+                delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, previous)
+        self._undo.clear()
+
+
+_ABSENT = object()
 
 
 class TimedIterator:
@@ -215,10 +275,11 @@ def timed_pipeline(engine: Engine, settings: Settings, name: str, *, governed: b
 
 def run_pipeline(
     url: str, name: str, written: FeedFile, warm: FeedFile, workdir: Path, *, governed: bool = True,
+    protection: bool = True,
     profile: Path | None = None,
 ) -> tuple[IngestReport, float, float, dict[str, float], list[int]]:
     """(report, seconds, warm-up seconds, seconds per stage, entities per batch) of one timed run."""
-    settings = Settings(data_dir=workdir, database_url=url)
+    settings = Settings(data_dir=workdir, database_url=url, protection=protection)
     engine = create_db_engine(url)
     init_schema(engine)
     pipeline, steps = timed_pipeline(engine, settings, name, governed=governed)
@@ -233,16 +294,17 @@ def run_pipeline(
     per_batch: list[int] = []
     messages = TimedIterator(read(adapter, written, settings))
     profiler = cProfile.Profile() if profile else None
-    started = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    report = pipeline.ingest(adapter, messages, on_batch=lambda r: per_batch.append(r.entities))
-    if profiler:
-        profiler.disable()
-    seconds = time.perf_counter() - started
+    with Probes(pipeline) as probes:
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        report = pipeline.ingest(adapter, messages, on_batch=lambda r: per_batch.append(r.entities))
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - started
     engine.dispose()
-    stages = {"read": messages.seconds, **{s.name: s.seconds for s in steps}}
-    stages["dedup+store"] = seconds - sum(stages.values())  # with the audit entries, when governed
+    stages = {"read": messages.seconds, **probes.seconds, **{s.name: s.seconds for s in steps}}
+    stages["rest"] = seconds - sum(stages.values())  # row building, begin/commit, the batch loop
     if profiler and profile:
         write_profile(profiler, profile)
     return report, seconds, warmup, stages, per_batch
@@ -272,7 +334,7 @@ def stored_rows(source: Engine, per_batch: list[int], page: int = 5000) -> Itera
     def rows() -> Iterator[dict[str, Any]]:
         conn = source.raw_connection()
         try:
-            cursor = conn.cursor() if sqlite else conn.cursor(name="citygov_bench_readback")  # type: ignore[call-arg]
+            cursor = conn.cursor() if sqlite else conn.cursor(name="citygov_bench_readback")
             cursor.execute(f"SELECT {columns} FROM entity ORDER BY pk")
             while chunk := cursor.fetchmany(page):
                 for values in chunk:
@@ -318,9 +380,11 @@ def run_baseline(url: str, source_url: str, per_batch: list[int]) -> tuple[float
 
 
 def benchmark(kind: str, name: str, written: FeedFile, warm: FeedFile, workdir: Path, *, governed: bool = True,
+              protection: bool = True,
               profile: Path | None = None) -> Run:
     with database(kind, workdir, f"{name}-pipeline") as url:
         report, seconds, warmup, stages, per_batch = run_pipeline(url, name, written, warm, workdir, governed=governed,
+                                                                  protection=protection,
                                                                   profile=profile)
         assert report.balanced and report.read == written.records, report
         with database(kind, workdir, f"{name}-baseline") as base_url:
@@ -368,7 +432,7 @@ def probe_memory(args: argparse.Namespace) -> None:
     written = FeedFile(args.adapter, Path(args.input), Path(args.config) if args.config else None)
     warm = FeedFile(args.adapter, Path(args.warm_input), Path(args.warm_config) if args.warm_config else None)
     url = f"sqlite:///{workdir / f'memory-{uuid.uuid4().hex[:8]}.db'}"
-    settings = Settings(data_dir=workdir, database_url=url)
+    settings = Settings(data_dir=workdir, database_url=url, protection=not args.no_protection)
     engine = create_db_engine(url)
     init_schema(engine)
     pipeline = make_pipeline(engine, settings, args.adapter, governed=not args.bare)
@@ -391,7 +455,8 @@ def probe_memory(args: argparse.Namespace) -> None:
                       "rss_end_mb": round(rss_end, 1), "peak_is_ingest_only": reset}))
 
 
-def measure_memory(adapter: str, sizes: list[int], workdir: Path, *, governed: bool = True) -> list[dict[str, Any]]:
+def measure_memory(adapter: str, sizes: list[int], workdir: Path, *, governed: bool = True,
+                   protection: bool = True) -> list[dict[str, Any]]:
     warm = generate(adapter, WARM_RECORDS, workdir / f"mem-warm-{adapter}", seed=SEED + 1, start=date(2025, 1, 6))
     results = []
     for size in sizes:
@@ -402,6 +467,8 @@ def measure_memory(adapter: str, sizes: list[int], workdir: Path, *, governed: b
             command += ["--config", str(written.config)]
         if not governed:
             command.append("--bare")
+        if not protection:
+            command.append("--no-protection")
         if warm.config:
             command += ["--warm-config", str(warm.config)]
         done = subprocess.run(command, check=True, capture_output=True, text=True,
@@ -445,6 +512,17 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def stage_table(runs: list[Run]) -> str:
+    """Microseconds per record in each stage: where a record's time goes."""
+    stages = list(dict.fromkeys(stage for r in runs for stage in r.stages))
+    lines = ["| adapter | µs/record | " + " | ".join(stages) + " |", "|---|" + "---:|" * (1 + len(stages))]
+    for r in runs:
+        per = {s: r.stages.get(s, 0.0) / r.records * 1e6 for s in stages}
+        lines.append(f"| {r.adapter} | {r.pipeline_s / r.records * 1e6:.1f} | "
+                     + " | ".join(f"{per[s]:.1f}" for s in stages) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m benchmarks.ingest")
     parser.add_argument("--records", type=int, default=100_000, help="records per adapter (default 100000)")
@@ -455,6 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bare", action="store_true",
                         help="the bare Pipeline (parse, validate, quality, store) without the collection policy, "
                              "consent and audit log that `citygov ingest` puts around it")
+    parser.add_argument("--no-protection", action="store_true",
+                        help="leave out the storage step (pseudonyms, field encryption, retention) of the governed "
+                             "pipeline: the pipeline the ingest throughput target is set for")
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline runs (slower; files in --out)")
     parser.add_argument("--out", type=Path, default=None, help="directory for the JSON results and profiles")
     parser.add_argument("--workdir", type=Path, default=None, help="where inputs and SQLite files go (temp dir)")
@@ -494,7 +575,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{time.perf_counter() - started:.1f} s", flush=True)
             for kind in kinds:
                 profile = args.out / f"profile-{kind}-{name}.txt" if args.profile and args.out else None
-                run = benchmark(kind, name, written, warm, workdir, governed=not args.bare, profile=profile)
+                run = benchmark(kind, name, written, warm, workdir, governed=not args.bare,
+                                protection=not args.no_protection, profile=profile)
                 runs.append(run)
                 print(f"  {kind:<10} pipeline {run.pipeline_rps:>9,.0f} rec/s  baseline {run.baseline_rps:>9,.0f} "
                       f"rec/s  ratio {run.ratio:4.2f}  {run.entities_ps:>9,.0f} entities/s  "
@@ -502,7 +584,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"warm-up {run.warmup_s:.1f} s, read-back {run.readback_s:.1f} s)", flush=True)
             written.input.unlink()
         sizes = [int(s) for s in args.memory_sizes.split(",") if s.strip()]
-        memory = measure_memory(args.memory_adapter, sizes, workdir, governed=not args.bare) if sizes else []
+        memory = (measure_memory(args.memory_adapter, sizes, workdir, governed=not args.bare,
+                                 protection=not args.no_protection) if sizes else [])
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -510,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     info["total_s"] = round(time.perf_counter() - began, 1)
     for kind in kinds:
         print(f"\n## {kind}\n\n{table([r for r in runs if r.database == kind])}")
+        print(f"\nµs per record and stage ({kind}):\n\n{stage_table([r for r in runs if r.database == kind])}")
     if memory:
         print("\n## memory (SQLite, child process per size)\n\n"
               "| adapter | records | input MB | RSS after warm-up MB | peak RSS while ingesting MB | "

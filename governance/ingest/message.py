@@ -35,12 +35,8 @@ class RawMessage:
         CSV rows include their header (a row means nothing without it), so the same row under a
         different mapping of columns is a different record.
         """
-        h = hashlib.sha256()
-        for part in (adapter, self.topic or "", str(self.context.get("header", ""))):
-            h.update(part.encode("utf-8", "surrogateescape"))
-            h.update(b"\x00")
-        h.update(self.payload)
-        return h.hexdigest()
+        prefix = f"{adapter}\x00{self.topic or ''}\x00{self.context.get('header', '')!s}\x00"
+        return hashlib.sha256(prefix.encode("utf-8", "surrogateescape") + self.payload).hexdigest()
 
 
 @dataclass(slots=True)

@@ -49,9 +49,16 @@ def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[Line]:
     Reading in bounded pieces keeps memory flat however long a hostile line is; the size and hash of
     a cut line are still computed over all of it, so the quarantine can say exactly what arrived.
     """
+    for number, data, size, sha256 in _lines(handle, limit):
+        yield Line(number, data, size, sha256)
+
+
+def _lines(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int, str | None]]:
+    """:func:`read_lines_capped` as plain tuples ``(number, data, size, sha256)`` (the hot path)."""
     number = 0
+    readline = handle.readline
     while True:
-        line = handle.readline(limit + 1)
+        line = readline(limit + 1)
         if not line:
             return
         number += 1
@@ -59,7 +66,7 @@ def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[Line]:
             digest = hashlib.sha256(line)
             size = len(line)
             while True:  # consume the rest of the over-long line
-                rest = handle.readline(1 << 16)
+                rest = readline(1 << 16)
                 if not rest:
                     break
                 body = rest.rstrip(b"\r\n")
@@ -67,34 +74,34 @@ def read_lines_capped(handle: BinaryIO, limit: int) -> Iterator[Line]:
                 size += len(body)
                 if rest.endswith(b"\n"):
                     break
-            yield Line(number, line[:limit], size, digest.hexdigest())
+            yield number, line[:limit], size, digest.hexdigest()
             continue
         line = line.rstrip(b"\r\n")
         if line.strip():
-            yield Line(number, line, len(line))
+            yield number, line, len(line), None
 
 
 def read_capture_lines(path: Path, *, received_at: datetime, max_bytes: int) -> Iterator[RawMessage]:
     """Stream the records of a capture file."""
     source = str(path)
     with path.open("rb") as handle:
-        for line in read_lines_capped(handle, max_bytes + ENVELOPE_ALLOWANCE):
-            where = f"{source}:{line.number}"
-            if line.truncated:
+        for number, data, size, sha256 in _lines(handle, max_bytes + ENVELOPE_ALLOWANCE):
+            where = f"{source}:{number}"
+            if size > len(data):
                 yield RawMessage(
-                    payload=line.data,
+                    payload=data,
                     source=where,
                     received_at=received_at,
-                    context={"line": line.number, "truncated": True, "original_size": line.size,
-                             "original_sha256": line.sha256},
+                    context={"line": number, "truncated": True, "original_size": size,
+                             "original_sha256": sha256},
                     defect=InvalidRecordError(
                         "payload_too_large",
-                        f"line {line.number} is {line.size} bytes, longer than "
+                        f"line {number} is {size} bytes, longer than "
                         f"{max_bytes + ENVELOPE_ALLOWANCE}; only its beginning is kept",
                     ),
                 )
                 continue
-            yield unwrap_capture_line(line.data, where=where, number=line.number, received_at=received_at)
+            yield unwrap_capture_line(data, where=where, number=number, received_at=received_at)
 
 
 def unwrap_capture_line(line: bytes, *, where: str, number: int, received_at: datetime) -> RawMessage:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,20 +103,38 @@ class CollectionPolicyStep:
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
         now = self.clock()
-        groups: dict[Scope, list[tuple[Record, ParsedEntity]]] = defaultdict(list)
+        groups: dict[Scope, list[tuple[Record, ParsedEntity]]] = {}
+        # the scope of an entity follows from its type and its set of fields: worked out once per
+        # (type, field names in order) seen in the batch, and each entity appended to its scope's list
+        # in batch order
+        known: dict[tuple[str, tuple[str, ...]], list[tuple[Record, ParsedEntity]] | None] = {}
         for record in batch.active():
             for entity in record.entities:
-                found = self._datasets.get(entity.entity_type)
-                if found is None:
+                key = (entity.entity_type, tuple(entity.data))
+                members = known.get(key, _UNSEEN)
+                if members is _UNSEEN:
+                    members = self._members(adapter.name, key, groups)
+                    known[key] = members
+                if members is None:
                     _reject(record, "unknown_entity_type", f"no schema for {entity.entity_type}", None, False)
                     break
-                dataset, subject_property = found
-                subject = subject_property is not None and subject_property in entity.data
-                groups[Scope(adapter.name, dataset, frozenset(entity.data), subject)].append((record, entity))
+                members.append((record, entity))
         for scope, members in groups.items():
             live = [(r, e) for r, e in members if r.active]
             if live:
                 self._govern(adapter, scope, live, now)
+
+    def _members(
+        self, source: str, key: tuple[str, tuple[str, ...]], groups: dict[Scope, list[tuple[Record, ParsedEntity]]]
+    ) -> list[tuple[Record, ParsedEntity]] | None:
+        """The list collecting the members of the scope of entities of ``key`` (None: an unknown type)."""
+        entity_type, names = key
+        found = self._datasets.get(entity_type)
+        if found is None:
+            return None
+        dataset, subject_property = found
+        subject = subject_property is not None and subject_property in names
+        return groups.setdefault(Scope(source, dataset, frozenset(names), subject), [])
 
     def _decision(self, adapter: Adapter, scope: Scope, now: datetime, count: int) -> Decision:
         revision = self.point.revision
@@ -168,10 +185,13 @@ class CollectionPolicyStep:
             record, entity = members[index]
             if not record.active:
                 continue
-            removed = [name for name in entity.data if name not in row]
+            removed = [] if entity.data.keys() <= row.keys() else [name for name in entity.data if name not in row]
             entity.data = row
             if removed:
                 entity.removed_fields = tuple(sorted({*entity.removed_fields, *removed}))
+
+
+_UNSEEN: Any = object()
 
 
 def _main_reason(decision: Decision) -> Any:

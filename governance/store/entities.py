@@ -8,14 +8,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from governance.store.bulk import insert_rows
 from governance.store.tables import EntityRecord
 
 _TABLE = EntityRecord.__table__  # type: ignore[attr-defined]
 
 
 def add_entities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_TABLE.insert(), list(rows))
+    """Insert entity rows (dicts keyed by column name) in the caller's transaction, through the driver."""
+    insert_rows(conn, _TABLE, rows)
 
 
 def count_entities(engine: Engine, entity_type: str | None = None) -> int:

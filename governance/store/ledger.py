@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, update
 
+from governance.store.bulk import insert_rows
 from governance.store.tables import IngestMessage
 
 _TABLE = IngestMessage.__table__  # type: ignore[attr-defined]
@@ -20,15 +21,39 @@ def known_fingerprints(conn: Connection, fingerprints: Iterable[str]) -> dict[st
     found: dict[str, str] = {}
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        rows = conn.execute(select(_TABLE.c.fingerprint, _TABLE.c.status).where(_TABLE.c.fingerprint.in_(chunk)))
-        found.update({fp: status for fp, status in rows})
+        found.update(conn.exec_driver_sql(_lookup(conn, len(chunk)), tuple(chunk)).fetchall())
     return found
+
+
+_LOOKUPS: dict[tuple[str, str, int], str] = {}
+
+
+def _lookup(conn: Connection, count: int) -> str:
+    """``SELECT fingerprint, status … WHERE fingerprint IN (…)`` with ``count`` driver placeholders.
+
+    Written for the driver directly: SQLAlchemy's expanding ``IN`` costs more per value than the
+    lookup itself does.
+    """
+    dialect = conn.dialect
+    key = (dialect.name, dialect.paramstyle, count)
+    statement = _LOOKUPS.get(key)
+    if statement is None:
+        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+            raise NotImplementedError(f"ledger lookups need a qmark or format driver, not {dialect.paramstyle}")
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        table = dialect.identifier_preparer.format_table(_TABLE)
+        statement = (
+            f"SELECT {quote('fingerprint')}, {quote('status')} FROM {table} "
+            f"WHERE {quote('fingerprint')} IN ({', '.join([mark] * count)})"
+        )
+        _LOOKUPS[key] = statement
+    return statement
 
 
 def add_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert new ledger rows (a duplicate fingerprint raises ``IntegrityError``)."""
-    if rows:
-        conn.execute(_TABLE.insert(), list(rows))
+    insert_rows(conn, _TABLE, rows)
 
 
 def set_status(conn: Connection, fingerprint: str, status: str, entity_count: int) -> None:

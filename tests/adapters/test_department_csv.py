@@ -440,3 +440,26 @@ def test_a_200000_row_file_streams_with_flat_memory(tmp_path: Path) -> None:
     assert peak < 256 * 1024, f"peak {peak} bytes while streaming a {size}-byte file"
     assert size > 40 * peak
     assert elapsed < 20, f"streaming took {elapsed:.1f} s"
+
+
+def test_rows_sharing_their_time_cells_get_their_own_entities(tmp_path: Path) -> None:
+    # times are converted once per distinct set of cells; each row still gets a dict of its own, and a
+    # bad time is refused on every row that has it
+    path = write(
+        tmp_path,
+        "station;hour;LAeq;LAmax\n"
+        "S1;20/11/2025 08:00;55;70\n"
+        "S2;20/11/2025 08:00;56;71\n"
+        "S1;31/11/2025 08:00;55;70\n"
+        "S2;31/11/2025 08:00;55;70\n"
+        "S1;20/11/2025 09:00;57;72\n",
+    )
+    adapter = make(noise_mapping())
+    rows = run(adapter, path)
+    assert [r for _, r in rows[2:4]] == ["invalid_timestamp", "invalid_timestamp"]
+    first, second, last = rows[0][1], rows[1][1], rows[4][1]
+    assert first["dateObservedFrom"] == second["dateObservedFrom"] == "2025-11-20T07:00:00Z"
+    assert last["dateObservedFrom"] == "2025-11-20T08:00:00Z"
+    first["dateObservedFrom"] = "changed"
+    assert second["dateObservedFrom"] == "2025-11-20T07:00:00Z"
+    assert run(adapter, path)[1][1]["dateObservedFrom"] == "2025-11-20T07:00:00Z"

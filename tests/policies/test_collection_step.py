@@ -202,3 +202,20 @@ def test_pipeline_with_the_policy_step_stores_consented_data_and_keeps_no_refuse
     full = quarantine.get_quarantined(engine, row["pk"])
     assert (full["step"], full["payload"], full["payload_truncated"]) == ("policy", b"", True)
     assert {r.input.dataset for r in records} == {"care.observation", "care.alert"}
+
+
+def test_fields_in_another_order_are_the_same_scope(embedded: EmbeddedEngine, tmp_path: Path) -> None:
+    # the step groups entities by (type, field names as they come) first; the scope is the set of names
+    records: list[DecisionRecord] = []
+    step = step_with(embedded, records)
+    adapter = StreetlightJsonAdapter.from_config_file(SAMPLES / "streetlight-json" / "config.json")
+    batch = batch_of(adapter, SAMPLES / "streetlight-json" / "messages.jsonl")
+    lamps = [e for r in batch.active() for e in r.entities if e.entity_type == "Streetlight"]
+    for lamp in lamps[::2]:
+        lamp.data = dict(reversed(list(lamp.data.items())))
+    step.run(adapter, batch)
+    reference: list[DecisionRecord] = []
+    step_with(embedded, reference).run(adapter, batch_of(adapter, SAMPLES / "streetlight-json" / "messages.jsonl"))
+    assert [(r.input.dataset, set(r.input.fields), r.records) for r in records] == [
+        (r.input.dataset, set(r.input.fields), r.records) for r in reference
+    ]
