@@ -163,3 +163,25 @@ def test_sqlite_datetime_text_is_sqlalchemys() -> None:
     for moment in moments:
         assert bulk._sqlite_datetime(moment) == process(moment)
     assert bulk._sqlite_datetime(None) is None
+
+
+def test_repeated_times_keep_their_own_zone(engine: Engine) -> None:
+    """Times repeated in a batch are formatted once per distinct value; equal instants in two zones are
+    still stored with their own wall-clock fields, as SQLAlchemy stores them (an awkward value in the
+    middle of the column is formatted too)."""
+    utc = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    plus_one = utc.astimezone(timezone(timedelta(hours=1)))
+    assert utc == plus_one
+    times = [utc, utc, plus_one, utc, plus_one, None, datetime(2026, 11, 24, 9, 0), plus_one]
+    rows = _rows(len(times))
+    for row, moment in zip(rows, times, strict=True):
+        row["observed_at"] = moment
+        row["received_at"] = moment or utc
+    with engine.begin() as conn:
+        conn.execute(ENTITY.insert(), rows)
+    expected = _stored(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(ENTITY))
+    with engine.begin() as conn:
+        entities.add_entities(conn, rows)
+    assert _stored(engine) == expected
