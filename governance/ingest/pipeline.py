@@ -19,6 +19,7 @@ from adapters.base import Adapter
 from governance.catalog import SchemaCatalog, default_catalog
 from governance.config import Settings
 from governance.ingest.batch import Batch, IngestReport, Record
+from governance.ingest.gc_pause import collection_paused
 from governance.ingest.message import RawMessage
 from governance.ingest.quality import QualityRunner, default_suites
 from governance.ingest.steps import ParseStep, QualityStep, Step, ValidateStep
@@ -98,8 +99,13 @@ class Pipeline:
     ) -> IngestReport:
         """Stream ``messages`` through the pipeline in batches; return the totals."""
         total = IngestReport()
-        for chunk in _chunks(messages, batch_size or self.settings.batch_size):
-            report = self.run_batch(adapter, [Record(m, m.fingerprint(adapter.name)) for m in chunk])
+        chunks = _chunks(messages, batch_size or self.settings.batch_size)
+        while True:
+            with collection_paused():  # reading a batch keeps it alive too; the collector runs between
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                report = self.run_batch(adapter, [Record(m, m.fingerprint(adapter.name)) for m in chunk])
             total.add(report)
             if on_batch is not None:
                 on_batch(report)
@@ -107,6 +113,10 @@ class Pipeline:
 
     def run_batch(self, adapter: Adapter, records: list[Record]) -> IngestReport:
         """Process one batch and commit it. A concurrent writer of the same message is a duplicate."""
+        with collection_paused():
+            return self._run_batch(adapter, records)
+
+    def _run_batch(self, adapter: Adapter, records: list[Record]) -> IngestReport:
         for attempt in (1, 2):
             batch = Batch(records)
             self._mark_duplicates(adapter, batch)
