@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -96,6 +97,7 @@ class Listener:
             self._client.tls_set()
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: object,
                     _props: object) -> None:
@@ -103,6 +105,13 @@ class Listener:
             log.error("broker refused the connection: %s", reason)
             return
         client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list[Any],
+                      _props: object) -> None:
+        """The broker's SUBACK: from now on messages on the topic reach this session (not before)."""
+        if any(getattr(reason, "is_failure", False) for reason in reasons):
+            log.error("broker refused the subscription to %s: %s", self.topic, ", ".join(map(str, reasons)))
+            return
         self.subscribed.set()
         log.info("subscribed to %s on %s:%s", self.topic, self.address.host, self.address.port)
 

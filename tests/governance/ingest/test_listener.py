@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -136,6 +138,28 @@ def test_nothing_is_acknowledged_before_it_is_committed(
     engine.dispose()
 
 
+def _log_lines(stream: IO[bytes]) -> queue.Queue[bytes]:
+    """Lines of a child's log, read by a thread: waiting for one never blocks past a deadline."""
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        for line in iter(stream.readline, b""):
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue[bytes], wanted: Callable[[bytes], bool], deadline: float) -> bool:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            if wanted(lines.get(timeout=left)):
+                return True
+        except queue.Empty:
+            return False
+    return False
+
+
 def test_citygov_listen_stops_cleanly_on_sigterm(tmp_path: Path, mqtt_url: str, topic_root: str,
                                                   database_url: str) -> None:
     env = {**os.environ, "CITYGOV_DATA_DIR": str(tmp_path / "data"), "CITYGOV_DATABASE_URL": database_url,
@@ -147,23 +171,27 @@ def test_citygov_listen_stops_cleanly_on_sigterm(tmp_path: Path, mqtt_url: str, 
     )
     try:
         assert process.stderr is not None
-        log_lines = iter(process.stderr.readline, b"")
-        deadline = time.monotonic() + 30
-        for line in log_lines:  # wait for the subscription before publishing
-            if b"subscribed" in line or time.monotonic() > deadline:
-                break
+        lines = _log_lines(process.stderr)
+        deadline = time.monotonic() + 60
+        # wait for the broker's SUBACK before publishing: earlier messages would not reach the session
+        assert _wait_for_line(lines, lambda line: b"subscribed" in line, deadline), "listener never subscribed"
         # fall alerts: collected under vital interest, so the governed pipeline needs no consent for them
         falls = [orjson.dumps(care_event(n, event="fall_detected", value=None)) for n in range(4)]
         publish(mqtt_url, f"{topic_root}/H-3/events", [*falls, b"{"])
         committed = 0
-        for line in log_lines:  # then for the listener to say it committed all five
+
+        def all_committed(line: bytes) -> bool:  # the listener says it committed all five
+            nonlocal committed
             entry = orjson.loads(line) if line.startswith(b"{") else {}
             if entry.get("message") == "batch committed":
                 committed += int(entry.get("read", 0))
-            if committed >= 5 or time.monotonic() > deadline:
-                break
+            return committed >= 5
+
+        assert _wait_for_line(lines, all_committed, deadline), f"only {committed} of 5 committed"
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
+        process.wait(timeout=30)  # its log keeps draining through the thread; the report is on stdout
+        assert process.stdout is not None
+        out = process.stdout.read()
     finally:
         if process.poll() is None:
             process.kill()
