@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from adapters.base import Adapter
-from governance.catalog import SchemaCatalog, default_catalog
+from governance.catalog import EntitySchema, SchemaCatalog, default_catalog
 from governance.config import Settings
 from governance.ingest.batch import Batch, IngestReport, Record
 from governance.ingest.gc_pause import collection_paused
@@ -154,6 +154,9 @@ class Pipeline:
         resolved: list[Record] = []
         failed_again: list[Record] = []
         hints: dict[int, str | None] = {}
+        schemas: dict[Any, EntitySchema] = {}  # per batch: entity types repeat
+        types: list[Any] = []
+        adapter_name, adapter_version = adapter.name, adapter.version
         if self.vault is not None and self.vault.applies_to(adapter):
             for record in batch.records:
                 if record.rejection is not None and not record.duplicate and record.retry_of is None \
@@ -178,28 +181,34 @@ class Pipeline:
             report.accepted += 1
             raw_sha256 = message.payload_sha256()
             stored = record.stored
+            source = message.source[:512]
+            received_at = message.received_at
+            fingerprint = record.fingerprint
             for index, parsed in enumerate(record.entities):
-                schema = self.catalog.get(parsed.entity_type)
-                report.entities += 1
-                report.by_type[parsed.entity_type] += 1
+                data = parsed.data
+                entity_type = data["type"]
+                schema = schemas.get(entity_type)
+                if schema is None:
+                    schema = schemas[entity_type] = self.catalog.get(str(entity_type))
+                types.append(entity_type)
                 meta = stored[index] if stored is not None else None
                 entity_rows.append(
                     {
-                        "entity_id": parsed.entity_id,
-                        "entity_type": parsed.entity_type,
+                        "entity_id": str(data["id"]),
+                        "entity_type": str(entity_type),
                         "dataset": schema.dataset,
-                        "observed_at": meta.observed_at if meta else observed_at_of(parsed.data, schema.observed_at),
+                        "observed_at": meta.observed_at if meta else observed_at_of(data, schema.observed_at),
                         "subject": meta.subject if meta else None,
                         "retain_until": meta.retain_until if meta else None,
                         "policy_revision": meta.policy_revision if meta else None,
-                        "data": parsed.data,
-                        "adapter": adapter.name,
-                        "adapter_version": adapter.version,
-                        "source": message.source[:512],
-                        "received_at": message.received_at,
+                        "data": data,
+                        "adapter": adapter_name,
+                        "adapter_version": adapter_version,
+                        "source": source,
+                        "received_at": received_at,
                         "stored_at": now,
                         "raw_sha256": raw_sha256,
-                        "message_fingerprint": record.fingerprint,
+                        "message_fingerprint": fingerprint,
                         "removed_fields": list(parsed.removed_fields),
                     }
                 )
@@ -207,6 +216,8 @@ class Pipeline:
                 resolved.append(record)
             else:
                 ledger_rows.append(_ledger_row(adapter, record, "stored", len(record.entities)))
+        report.entities = len(types)
+        report.by_type.update(map(str, types))
         with self.engine.begin() as conn:
             ledger.add_messages(conn, ledger_rows)
             entities.add_entities(conn, entity_rows)
