@@ -19,15 +19,19 @@ this process (asyncio + httpx, ``--concurrency`` connections):
 
 * **signed**: ``governance.api.app:app_from_env`` as ``citygov serve`` runs it (``signed_app``). Every
   request is a fresh signed token (signed before the timed loop: the load generator's own signing is not
-  the server's cost), verified, its ``jti`` recorded, the policy decided (and audited), the query run,
-  the answer audited and signed. Small queries: ten sensors by id (``where.ids``, ``page_size`` 10) out
-  of the small set, the *use* stage.
+  the server's cost), verified, the policy decided, the query run, then its ``jti``, its decision entry and
+  its request entry written in one transaction, and the answer signed. Small queries: ten sensors by id
+  (``where.ids``, ``page_size`` 10) out of the small set, the *use* stage.
 * **unsigned** (baseline): the same app with the signed-request check replaced by a fixed caller and the
   response signature by an empty one (``unsigned_app`` below) — everything else identical: policy
   decision, query, audit entries. ``ratio`` = unsigned throughput / signed throughput (the cost of
   signatures, replay protection and response signing).
 * ``--query-layer fixed`` swaps the query layer for ``FixedQueryLayer`` (ten fixed records, no policy, no
   reads) in both modes: what the API layer alone sustains.
+
+Besides req/s and latency, each small-query run reports the **server's CPU time per request** (user + system
+of the uvicorn process and its children, from ``/proc``, over the timed loop): on a machine shared with the load
+generator and other work it is steadier than req/s.
 
 The **export** pages through every record of the export set as the external recipient (``page_size``
 ``CITYGOV_QUERY_MAX_PAGE_SIZE``), verifying each page's signature in the signed run; records/s and MB/s,
@@ -120,11 +124,16 @@ def unsigned_app() -> Any:
     state = app.state.api
     registry = state.registry
 
-    def no_check(*, method: str, url: str, body: bytes, authorization: str | None) -> Caller:
+    def no_check(*, method: str, url: str, body: bytes, authorization: str | None, claim: bool = True) -> Caller:
         name = (authorization or "Bearer transport").split(" ", 1)[1]
         view = registry.get(name)
+        expires_at = int(time.time()) + 300
+        if claim:
+            state.replay.claim(view.name, jti := uuid.uuid4().hex, expires_at)
+        else:
+            jti = uuid.uuid4().hex
         return Caller(name=view.name, kind=view.kind, roles=view.roles, purposes=view.purposes,
-                      kid="-", alg="-", jti=uuid.uuid4().hex)
+                      kid="-", alg="-", jti=jti, expires_at=expires_at)
 
     class NoSignature:
         def __init__(self, real: Any) -> None:
@@ -201,8 +210,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and every live descendant (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid, cpu in used.items():
+        walk = pid
+        while walk not in (0, 1) and walk != root:
+            walk = parents.get(walk, 0)
+        if walk == root:
+            total += cpu
+    return total
+
+
 @contextmanager
-def server(target: str, env: dict[str, str], workers: int) -> Iterator[str]:
+def server(target: str, env: dict[str, str], workers: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
@@ -220,7 +255,7 @@ def server(target: str, env: dict[str, str], workers: int) -> Iterator[str]:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise SystemExit(f"server did not start: {err[-3000:]}")
             time.sleep(0.2)
-        yield base
+        yield base, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -246,6 +281,10 @@ class LoadResult:
     max_ms: float
     client_cpu_cores: float
     """CPU the load generator itself used (cores): on a small machine it competes with the server."""
+    server_cpu_ms_per_request: float
+    """CPU time (user + system) of the server's processes during the timed loop, per request: steadier than req/s
+    on a shared machine."""
+    server_cpu_cores: float
 
 
 def prepared_requests(signer: RequestSigner | None, url: str, body: bytes, count: int) -> list[dict[str, str]]:
@@ -278,7 +317,7 @@ async def load(base: str, headers: list[dict[str, str]], body: bytes, concurrenc
     return latencies, errors, elapsed
 
 
-def run_small(mode: str, base: str, signer: RequestSigner, args: argparse.Namespace) -> LoadResult:
+def run_small(mode: str, base: str, pid: int, signer: RequestSigner, args: argparse.Namespace) -> LoadResult:
     body = orjson.dumps(SMALL_QUERY)
     url = f"{base}/v1/data/query"
     warm = prepared_requests(signer if mode == "signed" else None, url, body, args.warmup)
@@ -288,9 +327,10 @@ def run_small(mode: str, base: str, signer: RequestSigner, args: argparse.Namesp
                                                                    1)[0])
     if probe.status_code != 200:
         raise SystemExit(f"{mode}: the small query is refused ({probe.status_code}): {probe.text[:300]}")
-    cpu = time.process_time()
+    cpu, server_cpu = time.process_time(), process_tree_cpu(pid)
     latencies, errors, elapsed = asyncio.run(load(base, headers, body, args.concurrency))
     client_cpu = time.process_time() - cpu
+    server_cpu = process_tree_cpu(pid) - server_cpu
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -299,7 +339,8 @@ def run_small(mode: str, base: str, signer: RequestSigner, args: argparse.Namesp
     rate = len(latencies) / elapsed
     return LoadResult(mode, len(latencies), errors, round(elapsed, 3), round(rate, 1),
                       round(rate / args.workers, 1), round(statistics.median(latencies) * 1000, 2), pct(0.90),
-                      pct(0.99), round(ordered[-1] * 1000, 2), round(client_cpu / elapsed, 2))
+                      pct(0.99), round(ordered[-1] * 1000, 2), round(client_cpu / elapsed, 2),
+                      round(server_cpu * 1000 / len(latencies), 2), round(server_cpu / elapsed, 2))
 
 
 @dataclass
@@ -376,10 +417,10 @@ def main(argv: list[str] | None = None) -> None:
         exports: list[ExportResult] = []
         env["BENCH_QUERY_LAYER"] = args.query_layer
         for mode, target in (("signed", "benchmarks.api:signed_app"), ("unsigned", "benchmarks.api:unsigned_app")):
-            with server(target, env, args.workers) as base:
+            with server(target, env, args.workers) as (base, pid):
                 print(f"{mode}: {args.requests} small queries, {args.concurrency} connections, "
                       f"{args.workers} worker(s) …", flush=True)
-                small.append(run_small(mode, base, signers["transport"], args))
+                small.append(run_small(mode, base, pid, signers["transport"], args))
                 if args.export_records and args.query_layer == "sharing":
                     print(f"{mode}: exporting {args.export_records} records …", flush=True)
                     exports.append(run_export(mode, base, signers["university-mobility-lab"], args))
@@ -398,10 +439,11 @@ def main(argv: list[str] | None = None) -> None:
             exports[1].records_per_second / exports[0].records_per_second, 2)
     print()
     print(f"{'mode':<9} {'req':>6} {'err':>4} {'req/s':>8} {'/worker':>8} {'p50 ms':>7} {'p90 ms':>7} "
-          f"{'p99 ms':>7} {'max ms':>7} {'client':>6}")
+          f"{'p99 ms':>7} {'max ms':>7} {'client':>6} {'srv cpu ms/req':>14} {'srv cores':>9}")
     for r in small:
         print(f"{r.mode:<9} {r.requests:>6} {r.errors:>4} {r.per_second:>8} {r.per_second_per_worker:>8} "
-              f"{r.p50_ms:>7} {r.p90_ms:>7} {r.p99_ms:>7} {r.max_ms:>7} {r.client_cpu_cores:>6}")
+              f"{r.p50_ms:>7} {r.p90_ms:>7} {r.p99_ms:>7} {r.max_ms:>7} {r.client_cpu_cores:>6} "
+              f"{r.server_cpu_ms_per_request:>14} {r.server_cpu_cores:>9}")
     print(f"unsigned/signed throughput ratio: {report['ratio_unsigned_over_signed']}")
     for e in exports:
         print(f"export {e.mode:<9} {e.records} records in {e.pages} pages, {e.seconds} s: {e.records_per_second} "

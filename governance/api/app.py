@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from governance import __version__
-from governance.api.auth import Authenticator, Caller, SignedRequestError, request_url
+from governance.api.auth import Authenticator, Caller, Claimed, SignedRequestError, replayed, request_url
 from governance.api.departments import DepartmentRegistry
 from governance.api.errors import ErrorReply, error_reply
 from governance.api.events import RequestFacts, auth_failed_event, rejection_event, request_event
@@ -43,7 +45,7 @@ from governance.api.replay import ReplayStore
 from governance.api.signing import ResponseSigner
 from governance.api.tables import ensure_tables
 from governance.audit.entries import AuditEvent
-from governance.audit.log import AuditLog
+from governance.audit.log import AuditLog, local_writer
 from governance.audit.observer import ConsentAuditor
 from governance.audit.router import audit_router
 from governance.config import Settings
@@ -54,6 +56,7 @@ from governance.policy.model import Actor
 from governance.policy.service import stage_for
 from governance.protect.keyring import Keyring
 from governance.retention import run_periodically
+from governance.sharing.decisions import HeldDecisions, holding_decisions
 from governance.store.db import create_db_engine, init_schema
 
 log = logging.getLogger("citygov.api")
@@ -128,6 +131,21 @@ class ApiState:
     metrics: Metrics
     clock: Clock
     owns_engine: bool
+    data_route: Any = None
+    """The ``POST /v1/data/query`` route (for the metrics' route label) once the app has it: the middleware then
+    calls :meth:`data_query` itself."""
+
+    async def data_query(self, scope: Any, body: bytes) -> Response:
+        """Answer a data query (authenticate, parse, run, audit in one worker thread; any error in our format)."""
+        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        try:
+            # one worker-thread hop for the whole request: every hop is a thread wake-up and a loop wake-up
+            return await run_in_threadpool(_answer_query, self, scope, authorization, body)
+        except Exception as exc:
+            reply = error_reply(exc)
+            facts = RequestFacts.from_scope(scope)
+            _log_failure(exc, reply, facts)
+            return _reply_response(reply, facts.request_id)
 
     async def record(self, event: AuditEvent) -> None:
         await run_in_threadpool(self.audit.append, [event])
@@ -140,23 +158,48 @@ class ApiState:
             log.exception("could not audit a refused request", extra={"request_id": facts.request_id})
         self.metrics.inc("citygov_api_data_requests_total", decision=reply.decision)
 
-    def authenticate(self, scope: Any, authorization: str | None, body: bytes) -> Caller:
-        """The caller, or SignedRequestError after its ``auth.failed`` entry is written (in a worker thread)."""
+    def authenticate(self, scope: Any, authorization: str | None, body: bytes, *, claim: bool = True) -> Caller:
+        """The caller, or SignedRequestError after its ``auth.failed`` entry is written (in a worker thread).
+
+        ``claim=False``: every check but the replay store; the request's :meth:`write_request` records the
+        ``jti`` (and refuses a replay) in the transaction that writes its audit entry.
+        """
         try:
             try:
                 url = request_url(scope, self.settings.api_public_url)
             except ValueError:  # the request's own URL cannot be canonicalized (a bad Host header)
                 raise SignedRequestError("url_invalid", "the request URL cannot be canonicalized") from None
             caller = self.authenticator.authenticate(method=scope["method"], url=url, body=body,
-                                                     authorization=authorization)
+                                                     authorization=authorization, claim=claim)
         except SignedRequestError as failure:
-            self._record_auth_failure(scope, failure)
+            self.record_auth_failure(scope, failure)
             raise
         scope["state"]["caller"] = caller.actor
         scope["state"]["request_jti"] = caller.jti
         return caller
 
-    def _record_auth_failure(self, scope: Any, failure: SignedRequestError) -> None:
+    def write_request(self, caller: Caller, entry: Callable[[], AuditEvent], *, claim: bool,
+                      held: HeldDecisions | None = None) -> None:
+        """The request's one write transaction: its ``jti`` (unless already claimed), the policy decisions held
+        for it, then its own entry — built by ``entry`` once the decisions have their sequence numbers.
+
+        Raises ``SignedRequestError("jti_replayed")`` (nothing written) when the ``jti`` is already recorded —
+        by an earlier request or by one racing this one, in this process or another; any other exception means
+        nothing was written either.
+        """
+        with local_writer(self.engine), self.engine.begin() as conn:
+            if claim and not self.replay.claim_in(conn, caller.name, caller.jti, caller.expires_at):
+                raise replayed(Claimed(kid=caller.kid, key_owner=caller.name))
+            decisions = held.events if held is not None else []
+
+            def after_decisions(seq: int) -> list[AuditEvent]:
+                if held is not None:
+                    held.appended(seq - len(decisions))
+                return [entry()]
+
+            self.audit.append(decisions, conn=conn, then=after_decisions)  # one append, one signed tree head
+
+    def record_auth_failure(self, scope: Any, failure: SignedRequestError) -> None:
         self.metrics.inc("citygov_api_auth_failures_total", reason=failure.reason)
         self.metrics.inc("citygov_api_data_requests_total", decision="unauthenticated")
         facts = RequestFacts.from_scope(scope)
@@ -276,6 +319,8 @@ def _add_routes(app: FastAPI, state: ApiState) -> None:
     async def data_query(request: Request) -> Response:
         return await _data_query(state, request)
 
+    state.data_route = next(r for r in app.routes if getattr(r, "path", None) == "/v1/data/query")
+
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -298,63 +343,136 @@ def _add_routes(app: FastAPI, state: ApiState) -> None:
 
 
 async def _data_query(state: ApiState, request: Request) -> Response:
-    body = await request.body()
-    # one worker-thread hop for the whole request: every hop is a thread wake-up and a loop wake-up
-    return await run_in_threadpool(_answer_query, state, request.scope, request.headers.get("authorization"), body)
+    """The route's handler (the middleware normally answers this route itself: ``ApiState.data_query``)."""
+    return await state.data_query(request.scope, await request.body())
 
 
 def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: bytes) -> Response:
-    """Authenticate, parse, run, audit (in a worker thread); the middleware signs what this returns."""
+    """Authenticate, parse, run, audit (in a worker thread); the middleware signs what this returns.
+
+    The request writes once: its ``jti``, the policy decision entries held while the query ran and its own
+    ``data.request`` entry go in one transaction (``ApiState.write_request``), and the answer — which names
+    the decision entry's sequence number — is built inside it, so nothing leaves unless all of it committed.
+    The sharing stage claims its ``jti`` first, in a transaction of its own: its query may spend a request
+    quota or a privacy budget, which a replayed token must not reach.
+    """
     facts = RequestFacts.from_scope(scope)
     try:
-        caller = state.authenticate(scope, authorization, body)
+        caller = state.authenticate(scope, authorization, body, claim=False)
     except SignedRequestError as failure:
         return _reply_response(error_reply(failure), facts.request_id)
-    query: Any = None
-    result: Any = None
-    reply: ErrorReply | None = None
-    stage: str | None = None
+    answer = _Answer(facts.request_id)
+    claimed = False
+    with holding_decisions() as held:
+        try:
+            answer.query = state.backend.request_model.model_validate_json(body)
+            query = answer.query
+            answer.stage = str(stage_for(Actor(kind=caller.kind, id=caller.name),
+                                         agreement=getattr(query, "agreement", None),
+                                         break_glass=bool(getattr(query, "break_glass", False))).value)
+            if answer.stage == "sharing":
+                if not state.replay.claim(caller.name, caller.jti, caller.expires_at):
+                    raise replayed(Claimed(kid=caller.kid, key_owner=caller.name))
+                claimed = True
+            if caller.purposes and query.purpose not in caller.purposes:
+                raise AccessDeniedError("purpose not registered", reasons=("purpose_not_registered",))
+            answer.released(state.backend.service.run(state.backend.make_requester(caller), query))
+        except SignedRequestError as failure:  # a replayed jti, found before the query ran
+            state.record_auth_failure(scope, failure)
+            return _reply_response(error_reply(failure), facts.request_id)
+        except Exception as exc:
+            answer.refused(exc, facts)
     try:
-        query = state.backend.request_model.model_validate_json(body)
-        stage = str(stage_for(Actor(kind=caller.kind, id=caller.name), agreement=getattr(query, "agreement", None),
-                              break_glass=bool(getattr(query, "break_glass", False))).value)
-        if caller.purposes and query.purpose not in caller.purposes:
-            raise AccessDeniedError("purpose not registered", reasons=("purpose_not_registered",))
-        result = state.backend.service.run(state.backend.make_requester(caller), query)
-        content = orjson.dumps(_payload(result, facts.request_id))
-        status = 200
-    except Exception as exc:
-        reply, result = error_reply(exc), None
-        _log_failure(exc, reply, facts)
-        content, status = orjson.dumps(reply.body(facts.request_id)), reply.status
-    event = request_event(facts, caller, status=status, body=content, query=query, result=result, reply=reply,
-                          stage=stage)
-    try:
-        state.audit.append([event])
+        state.write_request(caller, lambda: answer.entry(facts, caller, held), claim=not claimed, held=held)
+    except SignedRequestError as failure:  # the jti was recorded first, by an earlier or a racing request
+        state.record_auth_failure(scope, failure)
+        return _reply_response(error_reply(failure), facts.request_id)
     except Exception:
         log.exception("could not audit a data request: nothing released", extra={"request_id": facts.request_id})
         return _reply_response(ErrorReply(503, "audit_unavailable", "temporarily unavailable; try again later"),
                                facts.request_id)
+    event, content = answer.event, answer.content
+    assert event is not None
     state.metrics.inc("citygov_api_data_requests_total", decision=event.decision or "allow")
     context = scope["state"]
+    result, reply = answer.result, answer.reply
     if result is not None:
         state.metrics.inc("citygov_api_records_released_total", len(result.records))
-        context["decision_id"], context["policy_revision"] = str(result.decision_id), str(result.policy_revision)
+        context["decision_id"], context["policy_revision"] = str(answer.decision_id), str(result.policy_revision)
     elif reply is not None and reply.decision_id is not None:
         context["decision_id"] = str(reply.decision_id)
-    return Response(content, status_code=status, media_type=JSON, headers=dict(reply.headers) if reply else None)
+    return Response(content, status_code=answer.status, media_type=JSON,
+                    headers=dict(reply.headers) if reply else None)
 
 
-def _payload(result: Any, request_id: str) -> dict[str, Any]:
+_DATA = b'{"data":'
+_NEXT_CURSOR = b',"next_cursor":'
+_META = b',"meta":'
+
+
+class _Answer:
+    """One data query's answer: what the query layer returned or raised, turned into the body and the audit
+    entry once the decision ids are known (inside the request's write transaction).
+
+    The records are encoded (and hashed) before that transaction; only the small ``meta`` member, which names
+    the decision, is encoded inside it. The body is the same bytes as ``orjson.dumps`` of the whole payload.
+    """
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.query: Any = None
+        self.stage: str | None = None
+        self.result: Any = None
+        self.reply: ErrorReply | None = None
+        self.status = 200
+        self.decision_id: str | None = None
+        self.content = b""
+        self.event: AuditEvent | None = None
+        self._head = b""
+        self._hash: Any = None
+
+    def released(self, result: Any) -> None:
+        self.result = result
+        records = getattr(result, "records_json", None)  # the query layer's own encoding, when it kept it
+        self._head = b"".join((_DATA, records if isinstance(records, bytes) else orjson.dumps(result.records),
+                               _NEXT_CURSOR, orjson.dumps(result.next_cursor), _META))
+        self._hash = hashlib.sha256(self._head)
+
+    def refused(self, exc: Exception, facts: RequestFacts) -> None:
+        self.reply, self.result = error_reply(exc), None
+        self.status = self.reply.status
+        _log_failure(exc, self.reply, facts)
+
+    def entry(self, facts: RequestFacts, caller: Caller, held: HeldDecisions) -> AuditEvent:
+        """The body and the ``data.request`` entry, with every held decision's placeholder replaced by its id."""
+        result, reply = self.result, self.reply
+        digest: str | None = None
+        if result is not None:
+            self.decision_id = held.resolve(str(result.decision_id))
+            if self.decision_id != result.decision_id:
+                result = dataclasses.replace(result, decision_id=self.decision_id)
+                self.result = result
+            tail = orjson.dumps(_meta(result, self.request_id)) + b"}"
+            self.content = self._head + tail
+            hasher = self._hash.copy()
+            hasher.update(tail)
+            digest = hasher.hexdigest()
+        else:
+            assert reply is not None
+            if held.is_placeholder(reply.decision_id):
+                reply = self.reply = dataclasses.replace(reply, decision_id=held.resolve(reply.decision_id))
+            self.content = orjson.dumps(reply.body(self.request_id))
+        self.event = request_event(facts, caller, status=self.status, body=self.content, body_sha256=digest,
+                                   query=self.query, result=result, reply=reply, stage=self.stage)
+        return self.event
+
+
+def _meta(result: Any, request_id: str) -> dict[str, Any]:
     return {
-        "data": result.records,
-        "next_cursor": result.next_cursor,
-        "meta": {
-            "count": len(result.records), "fields": list(result.fields), "stage": result.stage,
-            "decision_id": result.decision_id, "policy_revision": result.policy_revision,
-            "obligations": list(result.obligations), "suppressed": result.suppressed,
-            "epsilon_spent": result.epsilon_spent, "request_id": request_id,
-        },
+        "count": len(result.records), "fields": list(result.fields), "stage": result.stage,
+        "decision_id": result.decision_id, "policy_revision": result.policy_revision,
+        "obligations": list(result.obligations), "suppressed": result.suppressed,
+        "epsilon_spent": result.epsilon_spent, "request_id": request_id,
     }
 
 
@@ -374,15 +492,19 @@ async def _with_role(state: ApiState, request: Request, role: str, *, dataset: s
 def _check_role(state: ApiState, scope: Any, authorization: str | None, body: bytes,
                 query_keys: list[str], role: str, dataset: str, purpose: str) -> Caller:
     facts = RequestFacts.from_scope(scope)
-    caller = state.authenticate(scope, authorization, body)
+    caller = state.authenticate(scope, authorization, body, claim=False)
     allowed = role in caller.roles
     message = f"the {dataset} API needs the {role} role"
     reason = f"{role.replace('-', '_')}_role_required"
     reply = None if allowed else ErrorReply(403, "access_denied", message, reasons=(reason,))
     content = b"" if reply is None else orjson.dumps(reply.body(facts.request_id))
-    state.audit.append([request_event(facts, caller, status=200 if reply is None else 403, body=content,
-                                      reply=reply, dataset=dataset, purpose=purpose,
-                                      extra={"query_parameters": query_keys})])
+    event = request_event(facts, caller, status=200 if reply is None else 403, body=content, reply=reply,
+                          dataset=dataset, purpose=purpose, extra={"query_parameters": query_keys})
+    try:  # the jti and the request's entry in one transaction, before the router does anything
+        state.write_request(caller, lambda: event, claim=True)
+    except SignedRequestError as failure:
+        state.record_auth_failure(scope, failure)
+        raise
     state.metrics.inc("citygov_api_data_requests_total", decision="allow" if allowed else "deny")
     if reply is not None:
         raise AccessDeniedError(message, reasons=reply.reasons)

@@ -14,6 +14,8 @@ last, so only a fully valid request consumes its ``jti``.
 
 from __future__ import annotations
 
+import base64
+import functools
 import hmac
 import math
 import re
@@ -23,10 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import jwt
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from governance.api.departments import DepartmentRegistry, Kind
+from governance.api.departments import DepartmentRegistry, Kind, RegisteredKey
 from governance.api.jose import ALGORITHMS, b64url_decode, sha256_b64url
 from governance.api.replay import ReplayStore
 from governance.config import Settings
@@ -56,6 +62,8 @@ class Caller:
     kid: str
     alg: str
     jti: str
+    expires_at: int = 0
+    """Until when (Unix seconds) the ``jti`` must stay recorded: ``exp`` plus the clock-skew allowance."""
 
     @property
     def actor(self) -> str:
@@ -80,11 +88,13 @@ class SignedRequestError(AuthenticationError):
         self.claimed = claimed or Claimed()
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_url(url: str) -> str:
     """The form ``htu`` is compared in: lower-case scheme and host, no default port, no fragment.
 
     The path and the query are kept byte for byte (no decoding, no reordering); an empty path is ``/``;
     a ``?`` with nothing after it is dropped. Raises ValueError for what is not an absolute http(s) URL.
+    Results are memoized (a server sees the same few URLs over and over; failures are not kept).
     """
     if not isinstance(url, str) or len(url) > MAX_TOKEN_CHARS or not url.isascii() or any(
             c in url for c in " \t\r\n#"):
@@ -130,13 +140,23 @@ class Authenticator:
         self.max_lifetime = settings.api_token_max_lifetime_seconds
         self.clock = clock
 
-    def authenticate(self, *, method: str, url: str, body: bytes, authorization: str | None) -> Caller:
-        """The caller of this request, or ``SignedRequestError`` with the precise reason."""
+    def authenticate(self, *, method: str, url: str, body: bytes, authorization: str | None,
+                     claim: bool = True) -> Caller:
+        """The caller of this request, or ``SignedRequestError`` with the precise reason.
+
+        ``claim=False`` checks everything but the replay store: the caller then records ``(caller.name,
+        caller.jti, caller.expires_at)`` itself (``ReplayStore.claim_in``) in the request's write transaction,
+        and refuses the request as ``jti_replayed`` when that finds the id taken.
+        """
         token = _bearer(authorization)
-        header = _header(token)
+        parts = token.split(".")
+        header = _header(parts)
         kid = header["kid"]
         claimed = Claimed(kid=kid)
-        registered = self.registry.lookup_key(kid)
+        payload = _payload_or_none(parts[1])
+        # the jti as the (not yet verified) payload names it: the key's lookup also says whether its owner used
+        # it already, in the same statement; it is acted on only once everything else checked out
+        registered = self.registry.lookup_key(kid, jti=None if claim else _unverified_jti(payload))
         if registered is None:
             raise SignedRequestError("kid_unknown", "no registered key has this kid", claimed=claimed)
         claimed = Claimed(kid=kid, key_owner=registered.department)
@@ -145,21 +165,17 @@ class Authenticator:
         if header["alg"] != registered.alg:
             raise SignedRequestError("alg_mismatch", f"header alg {header['alg']} but the key is {registered.alg}",
                               claimed=claimed)
-        try:
-            decoded = jwt.api_jws.decode_complete(token, registered.key, algorithms=[registered.alg])
-        except jwt.InvalidSignatureError:
-            raise SignedRequestError("signature_invalid", "the signature does not verify with the registered key",
-                              claimed=claimed) from None
-        except jwt.PyJWTError as exc:
-            raise SignedRequestError("token_malformed", type(exc).__name__, claimed=claimed) from None
-        claims = _claims(decoded["payload"], claimed)
+        claims = _claims(_verified(parts, payload, registered, claimed), claimed)
         self._check_claims(claims, registered.department, claimed)
         self._check_binding(claims, method=method, url=url, body=body, claimed=claimed)
         expires_at = math.ceil(claims["exp"]) + self.skew
-        if not self.replay.claim(registered.department, claims["jti"], expires_at):
-            raise SignedRequestError("jti_replayed", "this jti was already used by this issuer", claimed=claimed)
+        if claim and not self.replay.claim(registered.department, claims["jti"], expires_at):
+            raise replayed(claimed)
+        if not claim and registered.jti_seen:  # a replay runs no query (a racing one is caught by the claim)
+            raise replayed(claimed)
         return Caller(name=registered.department, kind=registered.kind, roles=registered.roles,
-                      purposes=registered.purposes, kid=kid, alg=registered.alg, jti=claims["jti"])
+                      purposes=registered.purposes, kid=kid, alg=registered.alg, jti=claims["jti"],
+                      expires_at=expires_at)
 
     def _check_claims(self, claims: dict[str, Any], issuer: str, claimed: Claimed) -> None:
         def fail(reason: str, detail: str) -> SignedRequestError:
@@ -200,6 +216,11 @@ class Authenticator:
                                      claimed=claimed)
 
 
+def replayed(claimed: Claimed) -> SignedRequestError:
+    """The failure of a request whose ``(iss, jti)`` is already recorded."""
+    return SignedRequestError("jti_replayed", "this jti was already used by this issuer", claimed=claimed)
+
+
 def _bearer(authorization: str | None) -> str:
     if authorization is None or not authorization.strip():
         raise SignedRequestError("header_missing", "no Authorization header")
@@ -212,8 +233,7 @@ def _bearer(authorization: str | None) -> str:
     return token
 
 
-def _header(token: str) -> dict[str, Any]:
-    parts = token.split(".")
+def _header(parts: list[str]) -> dict[str, Any]:
     if len(parts) != 3 or not parts[0]:
         raise SignedRequestError("token_malformed", "not a compact JWS (three dot-separated parts)")
     try:
@@ -240,6 +260,69 @@ def _header(token: str) -> dict[str, Any]:
             raise SignedRequestError("header_unsupported", f"header parameter {name!r} is not supported",
                                      claimed=claimed)
     return header
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
+"""The bits of the last character that a canonical encoding leaves zero, by the length's remainder mod 4."""
+
+
+def _segment(text: str) -> bytes:
+    """A base64url part of the token: the strict alphabet, canonical, at most two ``=`` of padding (and then a
+    length that is a multiple of 4) — what PyJWT accepted. ValueError otherwise."""
+    stripped = text.rstrip("=")
+    padding = len(text) - len(stripped)
+    rest = len(stripped) % 4
+    if padding > 2 or (padding and len(text) % 4) or rest == 1 or not _SEGMENT.fullmatch(stripped):
+        raise ValueError("not base64url")
+    if rest and _ALPHABET.index(stripped[-1]) & _UNUSED_BITS[rest]:
+        raise ValueError("not the canonical encoding")
+    return base64.urlsafe_b64decode(stripped + "=" * (4 - rest) if rest else stripped)
+
+
+def _payload_or_none(text: str) -> bytes | None:
+    try:
+        return _segment(text)
+    except ValueError:
+        return None
+
+
+def _verified(parts: list[str], payload: bytes | None, registered: RegisteredKey, claimed: Claimed) -> bytes:
+    """The payload bytes once the signature over ``header.payload`` verified with the registered key and its one
+    algorithm (Ed25519, or ECDSA P-256 with SHA-256 over the raw 64-byte ``r || s`` of RFC 7518 §3.4)."""
+    try:
+        signature = _segment(parts[2])
+    except ValueError:
+        signature = None
+    if payload is None or signature is None:
+        raise SignedRequestError("token_malformed", "DecodeError", claimed=claimed)
+    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    key = registered.key
+    try:
+        if registered.alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
+            key.verify(signature, signing_input)
+        elif registered.alg == "ES256" and isinstance(key, ec.EllipticCurvePublicKey) and len(signature) == 64:
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise InvalidSignature
+    except InvalidSignature:
+        raise SignedRequestError("signature_invalid", "the signature does not verify with the registered key",
+                                 claimed=claimed) from None
+    return payload
+
+
+def _unverified_jti(payload: bytes | None) -> str | None:
+    """The ``jti`` the payload names, if it names one that could be valid; nothing here is trusted."""
+    if payload is None:
+        return None
+    try:
+        claims = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    jti = claims.get("jti") if isinstance(claims, dict) else None
+    return jti if isinstance(jti, str) and _JTI.match(jti) else None
 
 
 _REQUIRED_STRINGS = ("iss", "jti", "htm", "htu", "bsh")

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from governance.api.jose import Algorithm, PublicJwk, PublicKeyType, parse_jwk
-from governance.api.tables import DEPARTMENT, DEPARTMENT_KEY, ensure_tables
+from governance.api.tables import DEPARTMENT, DEPARTMENT_KEY, REQUEST_ID, ensure_tables
 from governance.audit.entries import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import InvalidRequestError, NotFoundError
+from governance.sharing.reader import reading
 
 DEPARTMENT_CHANGE = "department.change"
 """The audit action of every registry change (``refs.change`` says which)."""
@@ -88,6 +89,8 @@ class RegisteredKey:
     kind: Kind
     purposes: tuple[str, ...]
     roles: tuple[str, ...]
+    jti_seen: bool = False
+    """Whether the owner's request id asked about in the lookup is recorded already (see ``lookup_key``)."""
 
 
 _LOOKUP_KEY = (
@@ -97,6 +100,9 @@ _LOOKUP_KEY = (
     .where(DEPARTMENT_KEY.c.kid == bindparam("kid"))
 )
 """A key with its owner, by kid (built once: every request looks its key up)."""
+_LOOKUP_KEY_AND_JTI = _LOOKUP_KEY.add_columns(
+    exists().where(REQUEST_ID.c.iss == DEPARTMENT.c.name, REQUEST_ID.c.jti == bindparam("jti")).label("jti_seen"))
+"""The same, and whether the key's owner has used the request id ``jti`` (one statement for both)."""
 
 
 class DepartmentRegistry:
@@ -182,10 +188,14 @@ class DepartmentRegistry:
     def all(self) -> list[DepartmentView]:
         return self._views(None)
 
-    def lookup_key(self, kid: str) -> RegisteredKey | None:
-        """The registered key named ``kid`` with its owner (active or not); None when unknown."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_LOOKUP_KEY, {"kid": kid}).first()
+    def lookup_key(self, kid: str, *, jti: str | None = None) -> RegisteredKey | None:
+        """The registered key named ``kid`` with its owner (active or not); None when unknown. With ``jti``,
+        ``jti_seen`` tells whether the owner's request id ``jti`` is in the replay store (a read)."""
+        with reading(self.engine) as conn:
+            if jti is None:
+                row = conn.execute(_LOOKUP_KEY, {"kid": kid}).first()
+            else:
+                row = conn.execute(_LOOKUP_KEY_AND_JTI, {"kid": kid, "jti": jti}).first()
         if row is None:
             return None
         parsed = self._parsed.get(kid)
@@ -196,7 +206,8 @@ class DepartmentRegistry:
             with self._lock:
                 self._parsed[kid] = parsed
         return RegisteredKey(kid=kid, alg=parsed.alg, key=parsed.key, status=row.status, department=row.name,
-                             kind=row.kind, purposes=tuple(row.purposes), roles=tuple(row.roles))
+                             kind=row.kind, purposes=tuple(row.purposes), roles=tuple(row.roles),
+                             jti_seen=bool(jti is not None and row.jti_seen))
 
     # --- internals ----------------------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ class RequestFacts:
     def from_scope(cls, scope: Mapping[str, Any]) -> RequestFacts:
         return cls(scope["state"]["request_id"], scope["method"], scope["path"][:256])
 
-    def refs(self, status: int, body: bytes) -> dict[str, Any]:
+    def refs(self, status: int, body: bytes, body_sha256: str | None = None) -> dict[str, Any]:
+        """``body_sha256``: the body's hex SHA-256 when the caller already has it."""
         return {"request_id": self.request_id, "method": self.method, "path": self.path, "status": status,
-                "response_sha256": hashlib.sha256(body).hexdigest(), "response_bytes": len(body)}
+                "response_sha256": body_sha256 or hashlib.sha256(body).hexdigest(), "response_bytes": len(body)}
 
 
 def auth_failed_event(facts: RequestFacts, failure: SignedRequestError, status: int, body: bytes) -> AuditEvent:
@@ -60,6 +61,7 @@ def request_event(
     *,
     status: int,
     body: bytes,
+    body_sha256: str | None = None,
     query: Any | None = None,
     result: Any | None = None,
     reply: ErrorReply | None = None,
@@ -69,7 +71,7 @@ def request_event(
     extra: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """The ``data.request`` entry of an authenticated request: allowed (``result``) or not (``reply``)."""
-    refs = facts.refs(status, body)
+    refs = facts.refs(status, body, body_sha256)
     refs.update({"kid": caller.kid, "jti": caller.jti})
     if query is not None:
         refs.update({

@@ -11,6 +11,10 @@ One pure ASGI middleware (no per-request task or thread of its own):
   see :mod:`governance.api.signing`), errors included.
 - **access log and metrics**: one JSON log line per request (method, route, path without the query —
   queries can hold subject ids —, status, duration, caller), and the Prometheus counters.
+- **the data query's fast path**: ``POST /v1/data/query`` goes straight to its handler
+  (``ApiState.data_query``), past FastAPI's router, dependency solving and exception middleware, which it
+  does not use (it answers every error itself); the route stays registered for the OpenAPI document and
+  for other methods (405).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("citygov.api")
 REQUEST_ID_HEADER = "X-Request-ID"
+DATA_QUERY_PATH = "/v1/data/query"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _API_PREFIX = "/v1/"
 
@@ -68,6 +73,13 @@ class ApiMiddleware:
             body = await _read_body(scope, receive, self.state.settings.api_max_body_bytes)
             if body is None:
                 await self._too_large(scope, outgoing.send)
+            elif self.state.data_route is not None and scope["method"] == "POST" and not scope.get("root_path") \
+                    and scope["path"] == DATA_QUERY_PATH:
+                # the hot route straight to its handler: the framework's routing, dependency and exception layers
+                # add nothing here (the handler answers every error itself, in our error format)
+                scope["route"] = self.state.data_route
+                response = await self.state.data_query(scope, body)
+                await response(scope, _replay(body, receive), outgoing.send)
             else:
                 await self.app(scope, _replay(body, receive) if body else receive, outgoing.send)
         finally:

@@ -158,8 +158,14 @@ class AuditLog:
         conn: Connection | None = None,
         now: datetime | None = None,
         sign: bool = True,
+        then: Callable[[int], Sequence[AuditEvent]] | None = None,
     ) -> AppendResult:
-        """Append ``events`` in order (inside ``conn``'s transaction when given) and sign the new tree head."""
+        """Append ``events`` in order (inside ``conn``'s transaction when given) and sign the new tree head.
+
+        ``then``, if given, is called under the head lock with the sequence number of the first entry after
+        ``events``, and the events it returns are appended right after them in the same go: for an entry that
+        names an earlier one's number (a request entry naming its policy decision). They name no data subjects.
+        """
         for event in events:
             event.check()
         # Pseudonyms before the head lock is taken: the keyring may have to read its key first.
@@ -167,8 +173,8 @@ class AuditLog:
         subjects = [[names[s] for s in event.subjects] for event in events]
         if conn is None:
             with local_writer(self.engine), self.engine.begin() as own:
-                return self._append(own, events, subjects, now, sign)
-        return self._append(conn, events, subjects, now, sign)
+                return self._append(own, events, subjects, now, sign, then)
+        return self._append(conn, events, subjects, now, sign, then)
 
     def sign_tree_head(self, *, conn: Connection | None = None) -> TreeHead:
         """Issue a signed tree head for the log as it is now (on demand)."""
@@ -183,8 +189,17 @@ class AuditLog:
         subjects: Sequence[Sequence[str]],
         now: datetime | None,
         sign: bool,
+        then: Callable[[int], Sequence[AuditEvent]] | None = None,
     ) -> AppendResult:
         head = self._lock_head(conn)
+        if then is not None:
+            more = list(then(head.frontier.size + len(events)))
+            for event in more:
+                event.check()
+                if event.subjects:
+                    raise InvalidAuditEventError("events appended through 'then' cannot name data subjects")
+            events = [*events, *more]
+            subjects = [*subjects, *([] for _ in more)]
         moment = now or self.clock()
         default_time = format_time(moment)
         frontier = head.frontier

@@ -44,6 +44,7 @@ from governance.policy.bundle import (
 from governance.policy.documents import Basis
 from governance.policy.errors import PolicyBundleError
 from governance.policy.model import Obligation
+from governance.sharing.reader import reading
 from governance.sharing.tables import AgreementRecord, ensure_tables
 
 _TABLE: Table = AgreementRecord.__table__  # type: ignore[attr-defined]
@@ -220,7 +221,7 @@ class AgreementRegistry:
 
     def overlay(self) -> dict[str, dict[str, Any] | None]:
         """The register as the bundle takes it: active agreements by id, revoked ones as ``None``."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return {row.agreement_id: (dict(row.document) if row.status == "active" else None)
                     for row in conn.execute(_OVERLAY)}
 
@@ -238,7 +239,7 @@ class AgreementRegistry:
 
     def find(self, agreement_id: str) -> AgreementView | None:
         """The agreement as in force now (the register's row, else the folder's), or ``None``."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(_TABLE).where(_TABLE.c.agreement_id == agreement_id)).first()
         if row is not None:
             return _view(row)

@@ -11,19 +11,30 @@ any other context), and an entry ends at the first ``valid_from``/``valid_until`
 revision after it was made, whichever is sooner — the only times the policies compare the decision time
 with. A failed evaluation (``failure`` set) is never kept. A reused decision is still recorded, once per
 request, with the request's own input and ``cached`` set.
+
+Inside :func:`holding_decisions` (the API runs each data query in one) the decision entries are not appended
+at once: they are held, each under a placeholder id, and the API appends them in the request's one write
+transaction — replay id, decision entries, request entry — then puts each entry's sequence number where its
+placeholder was (result, error, signed body). A decision is acted on only in that request, and nothing of the
+request leaves before that transaction commits, so a decision is never released unrecorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from governance.audit.decisions import decision_event
+from governance.audit.entries import AuditEvent
 from governance.audit.log import AuditLog
 from governance.config import Settings
 from governance.errors import ConfigurationError
@@ -45,10 +56,57 @@ CACHE_ENTRIES = 4096
 AGREEMENT_TIMES = ("valid_from", "valid_until")
 
 
+PLACEHOLDER_PREFIX = "pending-decision-"
+
+
+@dataclass
+class HeldDecisions:
+    """The decision entries of one request, held for its write transaction (see :func:`holding_decisions`)."""
+
+    events: list[AuditEvent] = field(default_factory=list)
+    placeholders: list[str] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)
+    """Placeholder → decision id (the entry's sequence number), once the entries are appended."""
+
+    def hold(self, event: AuditEvent) -> str:
+        placeholder = f"{PLACEHOLDER_PREFIX}{uuid.uuid4().hex}"
+        self.events.append(event)
+        self.placeholders.append(placeholder)
+        return placeholder
+
+    def appended(self, first_seq: int) -> None:
+        """The held entries were appended from ``first_seq`` on, in order."""
+        self.ids = {p: str(first_seq + i) for i, p in enumerate(self.placeholders)}
+
+    def resolve(self, decision_id: str | None) -> str | None:
+        """The decision id a placeholder stands for (any other id as it is)."""
+        return self.ids.get(decision_id, decision_id) if decision_id is not None else None
+
+    def is_placeholder(self, decision_id: str | None) -> bool:
+        return decision_id in self.placeholders
+
+
+_HELD: ContextVar[HeldDecisions | None] = ContextVar("citygov_held_decisions", default=None)
+
+
+@contextlib.contextmanager
+def holding_decisions() -> Iterator[HeldDecisions]:
+    """Within this block (this thread or task), :class:`SequencedAuditor` holds decision entries instead of
+    appending them; the caller must append ``held.events`` (in order, in the transaction that releases anything)
+    and call ``held.appended(first_seq)``."""
+    held = HeldDecisions()
+    token = _HELD.set(held)
+    try:
+        yield held
+    finally:
+        _HELD.reset(token)
+
+
 class SequencedAuditor:
     """A decision recorder that appends each decision to the audit log and remembers its sequence number.
 
-    The number is kept per thread, so concurrent requests each read their own decision's.
+    The number is kept per thread, so concurrent requests each read their own decision's. Within
+    :func:`holding_decisions` the entry is held instead and the number is a placeholder.
     """
 
     def __init__(self, log: AuditLog) -> None:
@@ -56,11 +114,16 @@ class SequencedAuditor:
         self._local = threading.local()
 
     def __call__(self, record: DecisionRecord, /) -> None:
-        result = self.log.append([decision_event(record, self.log.pseudonymize)])
-        self._local.seq = result.first_seq
+        event = decision_event(record, self.log.pseudonymize)
+        held = _HELD.get()
+        if held is not None:
+            self._local.seq = held.hold(event)
+            return
+        result = self.log.append([event])
+        self._local.seq = str(result.first_seq)
 
-    def take(self) -> int | None:
-        seq: int | None = getattr(self._local, "seq", None)
+    def take(self) -> str | None:
+        seq: str | None = getattr(self._local, "seq", None)
         self._local.seq = None
         return seq
 
@@ -151,12 +214,30 @@ class SharingPolicy:
         self.registry = registry
         self.recorder = recorder
         self._points: OrderedDict[str, DecisionPoint] = OrderedDict()
+        self._revisions: dict[bytes, str] = {}
+        """The register's content (canonical JSON) → the revision it makes over the base files."""
         self._lock = threading.Lock()
 
     def point(self) -> DecisionPoint:
-        files = overlay_agreements(self.registry.base_files, self.registry.overlay())
+        overlay = self.registry.overlay()  # read every time: another process may have changed the register
+        try:
+            key: bytes | None = orjson.dumps(overlay, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            key = None
+        with self._lock:
+            known = self._revisions.get(key) if key is not None else None
+            found = self._points.get(known) if known is not None else None
+            if known is not None and found is not None:
+                self._points.move_to_end(known)
+                return found
+        # the revision is a function of the register's content (the base files are fixed): computed once for each
+        files = overlay_agreements(self.registry.base_files, overlay)
         revision = compute_revision(files)
         with self._lock:
+            if key is not None:
+                if len(self._revisions) >= CACHE_ENTRIES:
+                    self._revisions.clear()
+                self._revisions[key] = revision
             found = self._points.get(revision)
             if found is not None:
                 self._points.move_to_end(revision)
@@ -181,5 +262,4 @@ class SharingPolicy:
         return point
 
     def take_decision_id(self) -> str | None:
-        seq = self.recorder.take()
-        return None if seq is None else str(seq)
+        return self.recorder.take()

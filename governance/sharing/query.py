@@ -148,6 +148,8 @@ class QueryResult:
     suppressed: int = 0
     """Records withheld (k-anonymity suppression, missing consent)."""
     epsilon_spent: float | None = None
+    records_json: bytes | None = field(default=None, repr=False, compare=False)
+    """``orjson.dumps(records)``, kept from the size check so the API does not encode the records twice."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,8 @@ class QueryService:
         elif request.format == "ngsi-ld":
             records = [to_ngsi_ld({"type": t, **r}, dataset.schema_of(t)) for r, t in zip(records, types, strict=True)]
 
-        size = len(orjson.dumps(records))
+        encoded = orjson.dumps(records)
+        size = len(encoded)
         if size > self.settings.query_max_result_bytes:
             raise PayloadTooLargeError(
                 f"the result is {size} bytes, over the {self.settings.query_max_result_bytes}-byte limit: ask for a "
@@ -331,7 +334,7 @@ class QueryService:
         return QueryResult(
             records=records, next_cursor=next_cursor, stage=outcome.stage.value, decision_id=decision_id,
             policy_revision=decision.revision, fields=sorted(released), obligations=sorted(applied),
-            suppressed=suppressed, epsilon_spent=epsilon,
+            suppressed=suppressed, epsilon_spent=epsilon, records_json=encoded,
         )
 
     # -- checks ----------------------------------------------------------------------------------------

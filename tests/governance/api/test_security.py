@@ -14,7 +14,8 @@ from typing import Any
 import jwt
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from governance.api.jose import b64url
 from governance.api.signing import SIGNATURE_HEADER, jwks_keys, verify_response
@@ -343,3 +344,38 @@ def test_quota_is_429_and_errors_of_the_query_layer_map_to_400_413(api: ApiHarne
     huge = orjson.dumps({"dataset": "lighting.streetlight", "purpose": "energy", "fields": ["id"],
                          "page_size": 6000})
     assert api.signed_post(anyone, huge).status_code == 413
+
+
+def _padded(part: str) -> str:
+    return part + "=" * (-len(part) % 4)
+
+
+def test_token_parts_are_read_as_strictly_as_pyjwt_read_them(api: ApiHarness, energy: Party,
+                                                             logs: pytest.LogCaptureFixture) -> None:
+    """The server verifies tokens itself (no PyJWT on the request path): padded payload and signature parts are
+    accepted as PyJWT accepted them; a non-canonical or non-base64url part is malformed; an ES256 signature that
+    is not the raw 64-byte r || s (a DER one) does not verify."""
+    head = b64url(orjson.dumps({"alg": "EdDSA", "kid": energy.kid}))
+    claims = good_claims(api, energy, pad="")
+    while len(orjson.dumps(claims)) % 3 == 0:  # a length whose base64url needs padding
+        claims["pad"] += "x"
+    signing_input = f"{head}.{_padded(b64url(orjson.dumps(claims)))}"  # a signer that pads
+    assert signing_input.endswith("=")
+    padded = f"{signing_input}.{_padded(b64url(energy.key.sign(signing_input.encode())))}"  # type: ignore[call-arg]
+    assert post_raw(api, padded).status_code == 200
+    api.service.calls.clear()
+    # the last character of a 64-byte signature carries 4 unused bits: setting one is another, non-canonical text
+    fresh_head, fresh_payload, fresh_signature = energy.signer.token("POST", QUERY_URL, GOOD).split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(fresh_signature[-1]) | 1]
+    assert last != fresh_signature[-1]
+    assert_refused(api, post_raw(api, f"{fresh_head}.{fresh_payload}.{fresh_signature[:-1]}{last}"),
+                   "token_malformed", logs)
+    assert_refused(api, post_raw(api, f"{fresh_head}.{fresh_payload}.{fresh_signature[:-1]}+"), "token_malformed",
+                   logs)
+    es = api.register("es-caller", alg="ES256", purposes=("energy",))
+    token = es.signer.token("POST", QUERY_URL, GOOD)
+    es_head, es_payload, _ = token.split(".")
+    assert isinstance(es.key, ec.EllipticCurvePrivateKey)
+    der = es.key.sign(f"{es_head}.{es_payload}".encode(), ec.ECDSA(hashes.SHA256()))
+    assert_refused(api, post_raw(api, f"{es_head}.{es_payload}.{b64url(der)}"), "signature_invalid", logs)
