@@ -28,7 +28,7 @@ class Rejection:
         return cls(step=step, reason=error.reason, detail=error.detail, field=error.field)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stored:
     """How one entity is written, as the storage step decided: the store's columns beside ``data``."""
 

@@ -10,18 +10,30 @@ with every part as a 4-byte big-endian length and its UTF-8 bytes. A value copie
 observation time, another field or another subject fails to open, with the one opaque ``DecryptionError``.
 
 The batch API looks each subject's DEK up once per call and keeps no key beyond the call, so an erasure
-is effective for the next batch in every process.
+is effective for the next batch in every process. A caller that has already looked a batch's keys up (the
+storage step, for all the groups of one batch at once) hands them in as ``known``.
+
+``protect`` works on a batch in blocks of ``_BLOCK`` entities: pseudonyms and the per-entity part of the
+associated data (entity id, observation time) column by column, then one AES-GCM call per value. The stored
+form is exactly that of :func:`seal_value`, value by value. Nonces are 12-byte slices of one ``os.urandom``
+read per block (what ``secrets.token_bytes`` reads too, minus a system call per value); they live only inside
+one ``protect`` call and are never kept across calls, so a process that forks never hands the same nonces
+to two children.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets
 import struct
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any
 
 import orjson
@@ -51,6 +63,13 @@ def _part(text: str) -> bytes:
 
 
 _TAG_PART = _part(_AAD_TAG)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_PREFIX_BYTES = PREFIX.encode("ascii")
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_LENGTH = struct.Struct(">I")
+_BLOCK = 2048
+"""Entities sealed per block (one nonce read; bounds the memory a block holds)."""
+_NONE = type(None)
 
 
 def _instant(observed_at: datetime | None) -> str:
@@ -58,7 +77,7 @@ def _instant(observed_at: datetime | None) -> str:
         return ""
     if observed_at.tzinfo is None:
         raise ProtectionError("observation times must carry a time zone")
-    return str((observed_at - _EPOCH) // timedelta(microseconds=1))
+    return str((observed_at - _EPOCH) // _ONE_MICROSECOND)
 
 
 def field_aad(entity_id: str, observed_at: datetime | None, field_name: str, subject: str) -> bytes:
@@ -67,6 +86,7 @@ def field_aad(entity_id: str, observed_at: datetime | None, field_name: str, sub
 
 
 def seal_value(aead: AESGCM, value: Any, aad: bytes) -> str:
+    """One value in the stored form: ``enc:v1:`` + base64url (no padding) of nonce ‖ AES-256-GCM(JSON, aad)."""
     nonce = secrets.token_bytes(NONCE_BYTES)
     sealed = aead.encrypt(nonce, orjson.dumps(value), aad)
     return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
@@ -90,6 +110,47 @@ def open_value(aead: AESGCM, token: object, aad: bytes) -> Any:
 
 def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[datetime | None],
+               fields: list[str], keys: Mapping[str, AESGCM]) -> None:
+    """Seal ``fields`` of ``copies`` in place (see the module docstring)."""
+    heads = _heads(copies, times)
+    parts = [(name, _part(name)) for name in fields]
+    sealers = {subject: (keys[subject].encrypt, _part(subject)) for subject in set(subjects)}
+    # nonces for as many values as the first entity has, times the block (exact for the storage step's groups,
+    # whose entities all have the same fields); read again if the block has more
+    size = NONCE_BYTES * len(copies) * max(1, sum(1 for name, _ in parts if name in copies[0]))
+    nonces, at = os.urandom(size), 0
+    dumps, b2a, urlsafe, prefix = orjson.dumps, binascii.b2a_base64, _URLSAFE, _PREFIX_BYTES
+    for copy, head, subject in zip(copies, heads, subjects, strict=True):
+        encrypt, tail = sealers[subject]
+        for name, part in parts:
+            if name in copy:
+                if at == size:
+                    nonces, at = os.urandom(size), 0
+                nonce = nonces[at : at + NONCE_BYTES]
+                at += NONCE_BYTES
+                sealed = nonce + encrypt(nonce, dumps(copy[name]), head + part + tail)
+                # b2a_base64 ends with a newline and pads with "=": both go, with "+/" made "-_", in one pass
+                copy[name] = (prefix + b2a(sealed).translate(urlsafe, b"=\n")).decode("ascii")
+
+
+def _heads(copies: list[dict[str, Any]], times: list[datetime | None]) -> list[bytes]:
+    """Per entity, the start of its values' associated data: tag ‖ entity id ‖ observation time."""
+    ids = list(map(dict.get, copies, repeat("id"), repeat("")))
+    if not set(map(type, ids)) <= {str} or None in times or None in map(_tzinfo, times):
+        return [_TAG_PART + _part(str(copy.get("id", ""))) + _part(_instant(observed))
+                for copy, observed in zip(copies, times, strict=True)]
+    id_parts = {entity_id: _TAG_PART + _part(entity_id) for entity_id in set(ids)}
+    instants = list(map(str.encode, map(str, map(floordiv, map(sub, times, repeat(_EPOCH)),
+                                                 repeat(_ONE_MICROSECOND)))))
+    instant_parts = map(bytes.__add__, map(_LENGTH.pack, map(len, instants)), instants)
+    return list(map(bytes.__add__, map(id_parts.__getitem__, ids), instant_parts))
+
+
+def _tzinfo(observed: Any) -> Any:
+    return observed.tzinfo
 
 
 @dataclass(frozen=True)
@@ -154,33 +215,76 @@ class FieldProtector:
         plan: ProtectionPlan,
         *,
         observed_at: Sequence[datetime | None],
+        known: Mapping[str, AESGCM] | None = None,
     ) -> list[dict[str, Any]]:
         """New dicts with identifiers pseudonymized and ``plan.encrypt`` fields sealed (inputs untouched).
 
         ``observed_at[i]`` is entity ``i``'s observation time as the store records it (its ``observed_at``
         column); it goes into the associated data, so it must be given again, equal, to ``reveal``.
+        ``known``: data keys of (some of) the subjects, by pseudonym, that the caller looked up for this batch
+        (``SubjectKeys.lookup``); the others are looked up, or created, in one query.
         Raises ``InvalidRecordError`` for an entity without a subject, ``SubjectErasedError`` if a subject
         was erased — in both cases nothing of the batch is returned.
         """
         if len(observed_at) != len(entities):
             raise ProtectionError("observed_at must give one time per entity")
+        out = self._pseudonymized(entities, plan)
+        subjects: list[str] = list(map(dict.__getitem__, out, repeat(plan.subject_property)))
+        distinct = set(subjects)
+        keys: Mapping[str, AESGCM]
+        if known is None:
+            keys = self.subject_keys.data_keys(distinct, create=True)
+        else:
+            missing = {s for s in distinct if s not in known}
+            keys = {**known, **self.subject_keys.data_keys(missing, create=True)} if missing else known
+        fields = sorted(plan.encrypt)
+        if fields:
+            times = list(observed_at)
+            for start in range(0, len(out), _BLOCK):
+                end = start + _BLOCK
+                _seal_rows(out[start:end], subjects[start:end], times[start:end], fields, keys)
+        return out
+
+    def _pseudonymized(self, entities: Sequence[Mapping[str, Any]], plan: ProtectionPlan) -> list[dict[str, Any]]:
+        """Copies of ``entities`` with the subject and ``plan.pseudonymize`` fields as pseudonyms.
+
+        Column by column when every subject is a non-empty string and every identifier a string (or absent);
+        otherwise entity by entity, which raises for the first entity in order that is not, as it always did.
+        """
+        copies = list(map(dict, entities))
+        subject_property = plan.subject_property
+        subjects = list(map(dict.get, copies, repeat(subject_property)))
+        columns: list[tuple[str, list[Any]]] = []
+        well_formed = set(map(type, subjects)) <= {str} and "" not in subjects
+        if well_formed:
+            for name in sorted(plan.pseudonym_fields):
+                values = subjects if name == subject_property else list(map(dict.get, copies, repeat(name)))
+                if not set(map(type, values)) <= {str, _NONE}:
+                    well_formed = False
+                    break
+                columns.append((name, values))
+        if not well_formed:
+            return self._pseudonymized_one_by_one(copies, plan)
+        of = self.pseudonyms.of
+        for name, values in columns:
+            names = {value: of(value) for value in set(values) if value is not None}
+            if None not in values:
+                deque(map(dict.__setitem__, copies, repeat(name), map(names.__getitem__, values)), maxlen=0)
+            else:
+                for copy, value in zip(copies, values, strict=True):
+                    if value is not None:
+                        copy[name] = names[value]
+        return copies
+
+    def _pseudonymized_one_by_one(self, copies: list[dict[str, Any]], plan: ProtectionPlan) -> list[dict[str, Any]]:
         names: dict[str, str] = {}
-
-        def pseudonym(value: str) -> str:
-            found = names.get(value)
-            if found is None:
-                found = names[value] = self.pseudonyms.of(value)
-            return found
-
-        out: list[dict[str, Any]] = []
-        for index, entity in enumerate(entities):
-            subject = entity.get(plan.subject_property)
+        for index, copy in enumerate(copies):
+            subject = copy.get(plan.subject_property)
             if not isinstance(subject, str) or not subject:
                 raise InvalidRecordError(
                     "missing_subject", f"entity {index} has no {plan.subject_property} to key its protection by",
                     field=plan.subject_property,
                 )
-            copy = dict(entity)
             for name in plan.pseudonym_fields:
                 value = copy.get(name)
                 if value is None:
@@ -188,19 +292,11 @@ class FieldProtector:
                 if not isinstance(value, str):
                     raise InvalidRecordError("not_an_identifier", f"{name} must be a string to pseudonymize",
                                              field=name)
-                copy[name] = pseudonym(value)
-            out.append(copy)
-        keys = self.subject_keys.data_keys({e[plan.subject_property] for e in out}, create=True)
-        field_parts = {name: _part(name) for name in plan.encrypt}
-        for copy, observed in zip(out, observed_at, strict=True):
-            subject = copy[plan.subject_property]
-            aead = keys[subject]
-            head = _TAG_PART + _part(str(copy.get("id", ""))) + _part(_instant(observed))
-            tail = _part(subject)
-            for name, part in field_parts.items():
-                if name in copy:
-                    copy[name] = seal_value(aead, copy[name], head + part + tail)
-        return out
+                found = names.get(value)
+                if found is None:
+                    found = names[value] = self.pseudonyms.of(value)
+                copy[name] = found
+        return copies
 
     def reveal(
         self,

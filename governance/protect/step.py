@@ -18,10 +18,13 @@ kept: nothing more is stored about a person who was erased.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter, itemgetter
+from typing import Any
 
 from adapters.base import Adapter
 from governance.catalog import SchemaCatalog
@@ -33,12 +36,18 @@ from governance.policy.model import Actor, Context, Decision, PolicyInput, Stage
 from governance.policy.point import DecisionPoint
 from governance.protect.errors import ProtectionError, SubjectErasedError
 from governance.protect.fieldcrypt import FieldProtector, ProtectionPlan
+from governance.protect.subject_keys import KeyLookup
 
 log = logging.getLogger(__name__)
 
 STEP = "storage"
 ACTOR = Actor(kind="service", id="store")
 _KNOWN = frozenset({"retention", "pseudonymize", "encrypt_at_rest"})
+_UNDECIDED = Stored(observed_at=None)
+_ENTITY = itemgetter(2)
+_DATA = attrgetter("data")
+Member = tuple[Record, int, ParsedEntity]
+"""An entity of the batch: its record, its index in the record, the entity."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +87,46 @@ class ProtectStep:
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
         now = self.clock()
-        groups: dict[StorageScope, list[tuple[Record, int, ParsedEntity]]] = defaultdict(list)
+        groups: dict[tuple[str, frozenset[str]], list[Member]] = {}
+        shapes: dict[tuple[str, tuple[str, ...]], list[Member]] = {}  # (type, keys in order) -> its group
         for record in batch.active():
-            record.stored = [Stored(observed_at=None)] * len(record.entities)
-            for index, entity in enumerate(record.entities):
-                schema = self.catalog.get(entity.entity_type)
-                groups[StorageScope(schema.dataset, frozenset(entity.data))].append((record, index, entity))
-        for scope, members in groups.items():
+            entities = record.entities
+            record.stored = [_UNDECIDED] * len(entities)
+            for index, entity in enumerate(entities):
+                data = entity.data
+                entity_type = entity.entity_type
+                shape = (entity_type, tuple(data))
+                members = shapes.get(shape)
+                if members is None:
+                    scope = (self.catalog.get(entity_type).dataset, frozenset(data))
+                    members = shapes[shape] = groups.setdefault(scope, [])
+                members.append((record, index, entity))
+        keys = self._lookup(groups)
+        for (dataset, fields), members in groups.items():
             live = [m for m in members if m[0].active]
             if live:
-                self._store(adapter, scope, live, now)
+                self._store(adapter, StorageScope(dataset, fields), live, now, keys)
 
-    def _store(self, adapter: Adapter, scope: StorageScope, members: list[tuple[Record, int, ParsedEntity]],
-               now: datetime) -> None:
+    def _lookup(self, groups: dict[tuple[str, frozenset[str]], list[Member]]) -> KeyLookup:
+        """The subject keys of the whole batch, read in one go (nothing created): every group's subjects."""
+        of = self.protector.pseudonyms.of
+        subjects: set[str] = set()
+        for (dataset, fields), members in groups.items():
+            subject_property = self._subject_property(dataset)
+            if subject_property is None or subject_property not in fields:
+                continue
+            values = set(map(dict.__getitem__, map(_DATA, map(_ENTITY, members)), repeat(subject_property)))
+            for value in values:
+                if not isinstance(value, str):
+                    continue
+                try:
+                    subjects.add(of(value))
+                except ProtectionError:
+                    continue  # not an identifier: its group refuses or reports it below, as without the lookup
+        return self.protector.subject_keys.lookup(subjects)
+
+    def _store(self, adapter: Adapter, scope: StorageScope, members: list[Member],
+               now: datetime, keys: KeyLookup) -> None:
         decision = self._decision(adapter, scope, now, len(members))
         revision_note = f"policy revision {decision.revision[:12]}"
         if not decision.allow:
@@ -108,46 +144,53 @@ class ProtectStep:
             return
         entity_type = members[0][2].entity_type
         observed_prop = self.catalog.get(entity_type).observed_at
-        times = [observed_at_of(entity.data, observed_prop) for _, _, entity in members]
+        times = [observed_at_of(data, observed_prop) for data in map(_DATA, map(_ENTITY, members))]
         if plan.protection is not None:
-            members, times = self._protect(plan.protection, members, times, revision_note)
+            members, times = self._protect(plan.protection, members, times, revision_note, keys)
+        retention, revision = plan.retention, plan.revision
+        subject_property = plan.protection.subject_property if plan.protection else None
         for (record, index, entity), observed in zip(members, times, strict=True):
-            if not record.active or record.stored is None:
+            stored = record.stored
+            if stored is None or not record.active:
                 continue
-            base = observed or record.message.received_at
-            subject = entity.data.get(plan.protection.subject_property) if plan.protection else None
-            record.stored[index] = Stored(
-                observed_at=observed,
-                subject=subject if isinstance(subject, str) else None,
-                retain_until=base + plan.retention if plan.retention is not None else None,
-                policy_revision=plan.revision,
+            subject = entity.data.get(subject_property) if subject_property is not None else None
+            stored[index] = Stored(
+                observed,
+                subject if isinstance(subject, str) else None,
+                (observed or record.message.received_at) + retention if retention is not None else None,
+                revision,
             )
 
     def _protect(
         self,
         protection: ProtectionPlan,
-        members: list[tuple[Record, int, ParsedEntity]],
+        members: list[Member],
         times: list[datetime | None],
         revision_note: str,
-    ) -> tuple[list[tuple[Record, int, ParsedEntity]], list[datetime | None]]:
-        kept: list[tuple[Record, int, ParsedEntity]] = []
-        kept_times: list[datetime | None] = []
-        for member, observed in zip(members, times, strict=True):
-            subject = member[2].data.get(protection.subject_property)
-            if not isinstance(subject, str) or not subject:
-                _reject(member[0], "missing_subject",
-                        f"{member[2].entity_type} has no {protection.subject_property} to key its protection by "
-                        f"({revision_note})", field=protection.subject_property)
-            else:
-                kept.append(member)
-                kept_times.append(observed)
-        erased = self.protector.subject_keys.erased({self.protector.pseudonyms.of(str(m[2].data[
-            protection.subject_property])) for m in kept})
-        if erased:
-            live: list[tuple[Record, int, ParsedEntity]] = []
+        keys: KeyLookup,
+    ) -> tuple[list[Member], list[datetime | None]]:
+        subject_property = protection.subject_property
+        of = self.protector.pseudonyms.of
+        subjects: list[Any] = list(map(dict.get, map(_DATA, map(_ENTITY, members)), repeat(subject_property)))
+        kept, kept_times = members, times
+        if not (set(map(type, subjects)) <= {str} and "" not in subjects):
+            kept, kept_times, subjects = [], [], []
+            for member, observed in zip(members, times, strict=True):
+                subject = member[2].data.get(subject_property)
+                if not isinstance(subject, str) or not subject:
+                    _reject(member[0], "missing_subject",
+                            f"{member[2].entity_type} has no {subject_property} to key its protection by "
+                            f"({revision_note})", field=subject_property)
+                else:
+                    kept.append(member)
+                    kept_times.append(observed)
+                    subjects.append(subject)
+        erased = keys.erased
+        if erased and not erased.isdisjoint(map(of, subjects)):
+            live: list[Member] = []
             live_times: list[datetime | None] = []
-            for member, observed in zip(kept, kept_times, strict=True):
-                if self.protector.pseudonyms.of(str(member[2].data[protection.subject_property])) in erased:
+            for member, observed, subject in zip(kept, kept_times, subjects, strict=True):
+                if of(subject) in erased:
                     _reject(member[0], "subject_erased",
                             "the data subject was erased; nothing more is stored about them", discard=True)
                 else:
@@ -156,15 +199,17 @@ class ProtectStep:
             kept, kept_times = live, live_times
         if not kept:
             return [], []
+        entities = list(map(_ENTITY, kept))
         try:
-            sealed = self.protector.protect([m[2].data for m in kept], protection, observed_at=kept_times)
-        except SubjectErasedError:  # erased between the check and the write: judge the batch again next time
+            sealed = self.protector.protect(list(map(_DATA, entities)), protection, observed_at=kept_times,
+                                            known=keys.keys)
+        except SubjectErasedError:  # erased between the lookup and the write: judge the batch again next time
             for record, _, _ in kept:
                 _reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",
                         discard=True)
             return [], []
-        for (_, _, entity), data in zip(kept, sealed, strict=True):
-            entity.data = data  # the entity id follows data["id"], now a pseudonym where the schema says so
+        # the entity id follows data["id"], now a pseudonym where the schema says so
+        deque(map(setattr, entities, repeat("data"), sealed), maxlen=0)
         return kept, kept_times
 
     def _decision(self, adapter: Adapter, scope: StorageScope, now: datetime, count: int) -> Decision:

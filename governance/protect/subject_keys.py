@@ -56,6 +56,24 @@ class RewrapReport:
         return {"version": self.version, "rewrapped": self.rewrapped, "unusable": list(self.unusable)}
 
 
+@dataclass
+class KeyLookup:
+    """The ``subject_key`` rows of some subjects, as read at one moment (no key is created by reading)."""
+
+    keys: dict[str, AESGCM] = field(default_factory=dict)
+    """Usable data keys, by pseudonym."""
+    erased: set[str] = field(default_factory=set)
+    """Subjects whose row is a tombstone: nothing may be written for them."""
+    unusable: set[str] = field(default_factory=set)
+    """Subjects with a key row that does not open (keystore secret missing, wrong master key)."""
+    missing: set[str] = field(default_factory=set)
+    """Subjects without any row yet: a writer creates their key."""
+
+    def __repr__(self) -> str:  # never the keys themselves
+        return (f"KeyLookup(keys={len(self.keys)}, erased={len(self.erased)}, unusable={len(self.unusable)}, "
+                f"missing={len(self.missing)})")
+
+
 class SubjectKeys:
     """The DEK of each subject, by pseudonym."""
 
@@ -79,17 +97,35 @@ class SubjectKeys:
         ``SubjectErasedError`` and an unusable key ``ProtectionError`` — nothing is written then.
         ``create=False`` (reading): subjects without a usable key are simply absent from the result.
         """
+        found = self.lookup(subjects)
+        if create:
+            if found.erased:
+                raise SubjectErasedError("the subject was erased: no data is written for it any more")
+            if found.unusable:
+                raise ProtectionError(
+                    "a subject's data key cannot be unwrapped (its keystore secret is missing or the master "
+                    "key is wrong); nothing was written"
+                )
+            for subject in sorted(found.missing):
+                found.keys[subject] = self._create(subject)
+        return found.keys
+
+    def lookup(self, subjects: Collection[str]) -> KeyLookup:
+        """What ``subject_key`` holds for ``subjects`` (pseudonyms), read once (one query per 500), nothing created.
+
+        For a writer that handles several groups of one batch: erased subjects are told apart from live ones
+        without raising, and the usable keys can be handed to ``FieldProtector.protect(..., known=...)``.
+        """
         wanted = set(subjects)
         for subject in wanted:
             if not is_pseudonym(subject):
                 raise ProtectionError("data keys are looked up by pseudonym (psn:v1:...)")
-        keys: dict[str, AESGCM] = {}
+        found = KeyLookup()
         seen: set[str] = set()
         for row in self._rows(sorted(wanted)):
             seen.add(row.subject)
             if row.destroyed_at is not None or row.wrapped_key is None:
-                if create:
-                    raise SubjectErasedError("the subject was erased: no data is written for it any more")
+                found.erased.add(row.subject)
                 continue
             cache_key = (row.subject, row.key_version, bytes(row.wrapped_key))
             aead = self._unwrapped.get(cache_key)
@@ -103,17 +139,11 @@ class SubjectKeys:
                         self._unwrapped.clear()
                     self._unwrapped[cache_key] = aead
             if aead is None:
-                if create:
-                    raise ProtectionError(
-                        "a subject's data key cannot be unwrapped (its keystore secret is missing or the master "
-                        "key is wrong); nothing was written"
-                    )
+                found.unusable.add(row.subject)
                 continue
-            keys[row.subject] = aead
-        if create:
-            for subject in sorted(wanted - seen):
-                keys[subject] = self._create(subject)
-        return keys
+            found.keys[row.subject] = aead
+        found.missing = wanted - seen
+        return found
 
     def shred(self, subject: str, *, at: datetime | None = None) -> ShredResult:
         """Crypto-shred ``subject``: destroy the keystore secret, then empty the row (a tombstone stays).
