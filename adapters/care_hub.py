@@ -35,6 +35,9 @@ OBSERVATION_EVENTS: dict[str, tuple[str, str | None, tuple[float, float | None] 
 }
 
 
+KNOWN_EVENTS = frozenset({*ALERT_EVENTS, *OBSERVATION_EVENTS})
+
+
 def fall_severity(confidence: float | None) -> str:
     """Severity of a fall alert. Without a confidence the fall is taken as certain: a person may be
     on the floor, and an unweighted alarm must not be played down."""
@@ -67,8 +70,10 @@ class CareHubAdapter(Adapter):
         removed = unknown_keys(body, MESSAGE_FIELDS)
         hub = local_id(body, "hub")
         resident = local_id(body, "resident", echo=False)
-        event = string(body, "event")
-        assert event is not None
+        event = body.get("event")
+        if event.__class__ is not str or event not in KNOWN_EVENTS:  # (a known event is a plain string)
+            event = string(body, "event")
+            assert event is not None
         if event not in ALERT_EVENTS and event not in OBSERVATION_EVENTS:
             raise InvalidRecordError(
                 "unknown_event",

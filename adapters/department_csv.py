@@ -43,6 +43,9 @@ _BOM = codecs.BOM_UTF8
 _LAYOUT_CACHE_SIZE = 32
 #: Time cells already converted (rows of one period share them: every station reports the same hour).
 _TIME_CACHE_SIZE = 4096
+#: Station ids and measured cell texts kept converted, per adapter (each table emptied when full).
+_ID_CACHE_SIZE = 4096
+_VALUE_CACHE_SIZE = 4096
 _SHOWN_COLUMNS = 25
 
 
@@ -173,6 +176,8 @@ class _Layout:
     width: int
     index: dict[str, int]
     problem: InvalidRecordError | None = None
+    measures: tuple[tuple[str, int, MeasureRule, bool], ...] = ()
+    """The measured columns the header has, in mapping order: (column, position, rule, required)."""
 
 
 class DepartmentCsvAdapter(Adapter):
@@ -199,6 +204,9 @@ class DepartmentCsvAdapter(Adapter):
         self._layouts: dict[str, _Layout] = {}
         self._time_names = cfg.time.names()
         self._times: dict[tuple[str, ...], dict[str, str]] = {}
+        # Station cell → entity id, and per measured column cell text → value in the schema's unit.
+        self._ids: dict[str, str] = {}
+        self._values: dict[str, dict[str, float | int]] = {column: {} for column in self._rules}
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -272,6 +280,35 @@ class DepartmentCsvAdapter(Adapter):
             return "" if value in nulls else value
 
         station = cell(cfg.id_column)
+        entity_id = self._ids.get(station)
+        if entity_id is None:
+            entity_id = self._entity_id(station)
+        data: dict[str, Any] = {"id": entity_id, "type": cfg.entity_type}
+        data.update(self._time(cell))
+        data["location"] = self._location(cell, station)
+        measured = 0
+        for column, position, rule, required in layout.measures:  # (optional columns the header lacks: left out)
+            value = fields[position].strip()
+            if not value or value in nulls:
+                if required:
+                    raise InvalidRecordError("missing_field", f"column '{column}' is empty", field=column)
+                continue
+            seen = self._values[column]
+            number = seen.get(value)
+            if number is None:  # the same readings come again and again: each text is converted once
+                number = rule.apply(parse_decimal(value, field=column, decimal=cfg.decimal), field=column)
+                if len(seen) >= _VALUE_CACHE_SIZE:
+                    seen.clear()
+                seen[value] = number
+            data[rule.prop] = number
+            measured += 1
+        if not measured:
+            raise InvalidRecordError("missing_field", "the row has no value in any measured column")
+        return [ParsedEntity(data)]
+
+    def _entity_id(self, station: str) -> str:
+        """The entity id of a station cell, or why the cell cannot name one; valid ones are remembered."""
+        cfg = self.cfg
         if not station:
             raise InvalidRecordError("missing_field", f"column '{cfg.id_column}' is empty", field=cfg.id_column)
         local = cfg.id_prefix + station
@@ -281,21 +318,11 @@ class DepartmentCsvAdapter(Adapter):
                 f"column '{cfg.id_column}' is {describe(station)}: an id must be letters, digits, '.', '_' or '-'",
                 field=cfg.id_column,
             )
-        data: dict[str, Any] = {"id": entity_urn(cfg.entity_type, local), "type": cfg.entity_type}
-        data.update(self._time(cell))
-        data["location"] = self._location(cell, station)
-        for column, rule in self._rules.items():
-            if column not in layout.index:
-                continue  # an optional column the header does not have
-            value = cell(column)
-            if not value:
-                if cfg.columns[column].required:
-                    raise InvalidRecordError("missing_field", f"column '{column}' is empty", field=column)
-                continue
-            data[rule.prop] = rule.apply(parse_decimal(value, field=column, decimal=cfg.decimal), field=column)
-        if not any(rule.prop in data for rule in self._rules.values()):
-            raise InvalidRecordError("missing_field", "the row has no value in any measured column")
-        return [ParsedEntity(data)]
+        entity_id = entity_urn(cfg.entity_type, local)
+        if len(self._ids) >= _ID_CACHE_SIZE:
+            self._ids.clear()
+        self._ids[station] = entity_id
+        return entity_id
 
     def _layout(self, header: str) -> _Layout:
         layout = self._layouts.get(header)
@@ -344,11 +371,17 @@ class DepartmentCsvAdapter(Adapter):
                     field=missing[0],
                 ),
             )
-        return _Layout(len(names), index)
+        measures = tuple(
+            (column, index[column], rule, cfg.columns[column].required)
+            for column, rule in self._rules.items()
+            if column in index
+        )
+        return _Layout(len(names), index, measures=measures)
 
     def _time(self, cell: Any) -> dict[str, str]:
         """The time properties of a row. Converting them (``strptime``, zone, formatting) is a pure
-        function of the row's time cells, so each distinct set of cells is converted once."""
+        function of the row's time cells, so each distinct set of cells is converted once. The dict
+        returned is the memoized one: copy from it, never change it."""
         texts = tuple([cell(c) for c in self._time_names])
         known = self._times.get(texts)
         if known is None:
@@ -356,7 +389,7 @@ class DepartmentCsvAdapter(Adapter):
             if len(self._times) >= _TIME_CACHE_SIZE:
                 self._times.clear()
             self._times[texts] = known
-        return dict(known)
+        return known
 
     def _convert_time(self, cells: dict[str, str]) -> dict[str, str]:
         cell = cells.__getitem__
@@ -432,6 +465,8 @@ class DepartmentCsvAdapter(Adapter):
 
 def _split(text: str, separator: str, quotechar: str) -> list[str]:
     """The fields of one CSV row (which may span lines inside quotes)."""
+    if text and quotechar not in text and "\r" not in text and "\n" not in text and "\0" not in text:
+        return text.split(separator)  # what the csv module makes of a row without quotes or line breaks
     try:
         return next(csv.reader([text], delimiter=separator, quotechar=quotechar, strict=True), [])
     except csv.Error as exc:

@@ -157,8 +157,12 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 def local_id(obj: dict[str, Any], key: str, *, path: str = "", echo: bool = True) -> str:
     """An identifier usable inside an entity id (letters, digits, ``_ . -``).
 
-    ``echo=False`` keeps the value out of the error (identifiers of people).
+    ``echo=False`` keeps the value out of the error (identifiers of people), and out of the table of
+    identifiers already checked: devices and stations are remembered, people are not.
     """
+    value = obj.get(key)
+    if value.__class__ is str and value in _CHECKED_IDS:
+        return value
     value = string(obj, key, path=path)
     assert value is not None
     if not LOCAL_ID.fullmatch(value):
@@ -168,7 +172,16 @@ def local_id(obj: dict[str, Any], key: str, *, path: str = "", echo: bool = True
             f"'{path}{key}' must be 1-100 letters, digits, '_', '.' or '-'{got}",
             field=f"{path}{key}",
         )
+    if echo:
+        if len(_CHECKED_IDS) >= CHECKED_IDS_KEPT:
+            _CHECKED_IDS.clear()
+        _CHECKED_IDS.add(value)
     return value
+
+
+#: Identifiers of things (not people) that passed :func:`local_id`; emptied when full.
+_CHECKED_IDS: set[str] = set()
+CHECKED_IDS_KEPT = 65_536
 
 
 def unknown_keys(obj: dict[str, Any], known: frozenset[str], *, path: str = "") -> tuple[str, ...]:

@@ -8,6 +8,7 @@ groups a cabinet switches and its working mode are not in the feed: they come fr
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -131,6 +132,8 @@ class StreetlightJsonAdapter(Adapter):
             **FAULT_STATUS,
             **{code.lower(): status for code, status in self.config.fault_status.items()},
         }
+        # Resolved once per lamp id: (Streetlight id, location, its own group's id or None).
+        self._lamps: dict[str, tuple[str, tuple[float, float] | None, str | None]] = {}
 
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
         body = decode_json_object(message.payload)
@@ -153,20 +156,26 @@ class StreetlightJsonAdapter(Adapter):
 
         entities: list[ParsedEntity] = []
         seen: set[str] = set()
+        lamp_fast = self._lamp_fast
         for index, raw in enumerate(lamps):
-            path = f"lamps[{index}]."
-            if not isinstance(raw, dict):
-                raise InvalidRecordError(
-                    "wrong_type", f"'lamps[{index}]' must be an object, got {describe(raw)}", field="lamps"
+            lamp = lamp_fast(raw, observed, cabinet_urn, site.location, group) if raw.__class__ is dict else None
+            if lamp is None:  # anything unusual (a fault, a missing reading, a wrong value) takes the full path
+                if not isinstance(raw, dict):
+                    raise InvalidRecordError(
+                        "wrong_type", f"'lamps[{index}]' must be an object, got {describe(raw)}", field="lamps"
+                    )
+                lamp = self._lamp(
+                    raw, f"lamps[{index}].", observed=observed, cabinet_urn=cabinet_urn, site=site, group=group
                 )
-            lamp = self._lamp(raw, path, observed=observed, cabinet_urn=cabinet_urn, site=site, group=group)
-            if lamp.entity_id in seen:
+            lamp_urn = lamp.data["id"]
+            if lamp_urn in seen:
+                path = f"lamps[{index}]."
                 raise InvalidRecordError(
                     "duplicate_lamp",
                     f"'{path}id' repeats a lamp already in this message; one reading per lamp is expected",
                     field=f"{path}id",
                 )
-            seen.add(lamp.entity_id)
+            seen.add(lamp_urn)
             entities.append(lamp)
 
         cabinet_entity: dict[str, Any] = {
@@ -184,6 +193,68 @@ class StreetlightJsonAdapter(Adapter):
             cabinet_entity["energyConsumed"] = kwh
         entities.append(ParsedEntity(cabinet_entity, removed_fields=unknown_keys(body, MESSAGE_FIELDS)))
         return entities
+
+    def _lamp_fast(
+        self,
+        raw: dict[str, Any],
+        observed: str,
+        cabinet_urn: str,
+        cabinet_location: tuple[float, float],
+        group: str | None,
+    ) -> ParsedEntity | None:
+        """:meth:`_lamp` for the usual lamp (no fault, readings of the right types in range), else None."""
+        lamp_id = raw.get("id")
+        if lamp_id.__class__ is not str or raw.get("fault", "") is not None:
+            return None
+        known = self._lamps.get(lamp_id)
+        if known is None:
+            if not LOCAL_ID.fullmatch(lamp_id):
+                return None
+            lamp_site = self.config.lamps.get(lamp_id)
+            known = (
+                entity_urn("Streetlight", lamp_id),
+                lamp_site.location if lamp_site else None,
+                entity_urn("StreetlightGroup", lamp_site.group) if lamp_site and lamp_site.group else None,
+            )
+            if len(self._lamps) >= LAMPS_KEPT:
+                self._lamps.clear()
+            self._lamps[lamp_id] = known
+        urn, location, own_group = known
+        state = raw.get("state")
+        if state.__class__ is not str:
+            return None
+        power_state = _POWER_STATES.get(state)
+        if power_state is None:
+            power_state = POWER_STATE.get(state.strip().lower())
+            if power_state is None:
+                return None
+            if len(_POWER_STATES) < LAMPS_KEPT:
+                _POWER_STATES[state] = power_state
+        entity: dict[str, Any] = {"id": urn, "type": "Streetlight", "status": "ok", "powerState": power_state}
+        dim = raw.get("dim")
+        if dim is not None:
+            if (dim.__class__ is not int and dim.__class__ is not float) or not 0 <= dim <= 100:
+                return None
+            entity["illuminanceLevel"] = round(dim / 100, 9)  # as _scaled
+        power = raw.get("power_w")
+        if power is not None:
+            if (power.__class__ is not int and power.__class__ is not float) or not 0 <= power <= MAX_LAMP_POWER_W:
+                return None
+            entity["powerConsumption"] = power
+        energy = raw.get("energy_wh")
+        if energy is not None:
+            if (energy.__class__ is not int and energy.__class__ is not float) or not 0 <= energy < _INFINITY:
+                return None
+            entity["lifetimePowerConsumption"] = round(energy / 1000, 9)  # as _scaled
+        entity["refStreetlightControlCabinet"] = cabinet_urn
+        group = own_group or group
+        if group:
+            entity["refStreetlightGroup"] = group
+        entity["location"] = {"type": "Point", "coordinates": list(location or cabinet_location)}
+        entity["observationDateTime"] = observed
+        if LAMP_FIELDS.issuperset(raw):
+            return ParsedEntity(entity)
+        return ParsedEntity(entity, removed_fields=unknown_keys(raw, LAMP_FIELDS, path="lamps[]."))
 
     def _lamp(
         self,
@@ -258,6 +329,12 @@ class StreetlightJsonAdapter(Adapter):
         if energy is not None:
             out["lifetimePowerConsumption"] = _scaled(energy, 1000)  # Wh → kWh
         return out
+
+
+#: Lamps resolved per adapter, and spellings of power states seen (``"LOW"``), kept up to this many.
+LAMPS_KEPT = 65_536
+_POWER_STATES: dict[str, str] = {}
+_INFINITY = math.inf
 
 
 def _scaled(value: float, divisor: int) -> float:

@@ -10,8 +10,11 @@ carried over; the entities name the removed keys in ``removed_fields``, never th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
@@ -100,13 +103,25 @@ class TrafficCounterAdapter(Adapter):
 
     config: TrafficCounterConfig
 
+    def __init__(self, config: AdapterConfig | None = None, *, config_ref: str | None = None) -> None:
+        super().__init__(config, config_ref=config_ref)
+        self._sites: dict[str, _Site] = {}
+
+    def _site(self, sensor: str) -> _Site:
+        """What the configuration says about a counter, resolved once per sensor id."""
+        site = self._sites.get(sensor)
+        if site is None:
+            if len(self._sites) >= SITES_KEPT:  # ids of counters that are not configured are not bounded
+                self._sites.clear()
+            site = self._sites[sensor] = _Site.of(sensor, self.config)
+        return site
+
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
         body = decode_json_object(message.payload)
         removed = list(unknown_keys(body, MESSAGE_FIELDS))
         sensor = local_id(body, "sensor")
-        site = self.config.sources.get(sensor, CounterSite())
-        zone_name = site.zone or self.config.default_zone
-        tz = zone(zone_name) if zone_name else None
+        site = self._site(sensor)
+        tz = site.tz
         start = parse_instant(require(body, "from"), field="from", zone=tz)
         end = parse_instant(require(body, "to"), field="to", zone=tz)
         if start >= end:
@@ -117,29 +132,36 @@ class TrafficCounterAdapter(Adapter):
             raise InvalidRecordError(
                 "out_of_range", "the interval from 'from' to 'to' is longer than 24 hours", field="to"
             )
-        if body.get("pedestrians") is None and body.get("vehicles") is None:
+        walkers = body.get("pedestrians")
+        vehicles = body.get("vehicles")
+        if walkers is None and vehicles is None:
             raise InvalidRecordError(
                 "missing_field", "the message has neither 'pedestrians' nor 'vehicles' counts", field="vehicles"
             )
+        begin, finish = utc_iso(start), utc_iso(end)
         common: dict[str, Any] = {
-            "dateObserved": f"{utc_iso(start)}/{utc_iso(end)}",
-            "dateObservedFrom": utc_iso(start),
-            "dateObservedTo": utc_iso(end),
+            "dateObserved": f"{begin}/{finish}",
+            "dateObservedFrom": begin,
+            "dateObservedTo": finish,
         }
         if site.location is not None:
             common["location"] = {"type": "Point", "coordinates": list(site.location)}
-        if site.road_segment:
-            common["refRoadSegment"] = entity_urn("RoadSegment", site.road_segment)
+        if site.road_segment is not None:
+            common["refRoadSegment"] = site.road_segment
 
         out: list[dict[str, Any]] = []
-        if body.get("pedestrians") is not None:
+        if walkers is not None:
             walkers = obj_field(body, "pedestrians")
             removed += unknown_keys(walkers, PEDESTRIAN_FIELDS, path="pedestrians.")
-            towards = count(walkers, "in", path="pedestrians.")
-            away = count(walkers, "out", path="pedestrians.")
+            towards = walkers.get("in")
+            if towards.__class__ is not int or towards < 0:  # the usual count passes as it is
+                towards = count(walkers, "in", path="pedestrians.")
+            away = walkers.get("out")
+            if away.__class__ is not int or away < 0:
+                away = count(walkers, "out", path="pedestrians.")
             out.append(
                 {
-                    "id": entity_urn("CrowdFlowObserved", sensor),
+                    "id": site.crowd_id,
                     "type": "CrowdFlowObserved",
                     **common,
                     "peopleCount": towards + away,
@@ -148,22 +170,27 @@ class TrafficCounterAdapter(Adapter):
                 }
             )
         speed = number(body, "avg_speed_kmh", required=False, minimum=0, maximum=MAX_SPEED_KMH)
-        if body.get("vehicles") is not None:
+        per_class: dict[str, int] = {}
+        if vehicles is not None:
             vehicles = obj_field(body, "vehicles")
-            removed += unknown_keys(vehicles, frozenset(VEHICLE_TYPES), path="vehicles.")
-            per_class = {
-                VEHICLE_TYPES[key]: count(vehicles, key, path="vehicles.")
-                for key in vehicles
-                if key in VEHICLE_TYPES
-            }
-            if len(per_class) < len([k for k in vehicles if k in VEHICLE_TYPES]):
+            removed += unknown_keys(vehicles, VEHICLE_KEYS, path="vehicles.")
+            classes = 0
+            for key in vehicles:
+                vehicle_type = VEHICLE_TYPES.get(key)
+                if vehicle_type is not None:
+                    n = vehicles[key]
+                    per_class[vehicle_type] = (
+                        n if n.__class__ is int and n >= 0 else count(vehicles, key, path="vehicles.")
+                    )
+                    classes += 1
+            if len(per_class) < classes:
                 raise InvalidRecordError(
                     "duplicate_field", "'vehicles' names the same vehicle class twice (truck and lorry)",
                     field="vehicles",
                 )
             if per_class:
                 total: dict[str, Any] = {
-                    "id": entity_urn("TrafficFlowObserved", sensor),
+                    "id": site.traffic_id,
                     "type": "TrafficFlowObserved",
                     **common,
                     "intensity": sum(per_class.values()),
@@ -171,9 +198,10 @@ class TrafficCounterAdapter(Adapter):
                 if speed is not None:
                     total["averageVehicleSpeed"] = speed  # km/h, over all vehicles counted
                 out.append(total)
+                class_ids = site.class_ids
                 out.extend(
                     {
-                        "id": entity_urn("TrafficFlowObserved", f"{sensor}-{vehicle_type}"),
+                        "id": class_ids[vehicle_type],
                         "type": "TrafficFlowObserved",
                         **common,
                         "vehicleType": vehicle_type,
@@ -181,7 +209,7 @@ class TrafficCounterAdapter(Adapter):
                     }
                     for vehicle_type, n in sorted(per_class.items())
                 )
-        if speed is not None and not any(e["type"] == "TrafficFlowObserved" for e in out):
+        if speed is not None and not per_class:  # TrafficFlowObserved entities come from vehicle classes only
             raise InvalidRecordError(
                 "missing_field", "'avg_speed_kmh' is given without any vehicle counts", field="avg_speed_kmh"
             )
@@ -189,8 +217,40 @@ class TrafficCounterAdapter(Adapter):
             raise InvalidRecordError(
                 "missing_field", "the message carries no count the adapter knows", field="vehicles"
             )
-        names = tuple(sorted(set(removed)))
+        names = tuple(sorted(set(removed))) if removed else ()
         return [ParsedEntity(entity, removed_fields=names) for entity in out]
+
+
+#: Sensors whose configuration is kept resolved (emptied when full).
+SITES_KEPT = 4096
+VEHICLE_KEYS = frozenset(VEHICLE_TYPES)
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """A counter's configuration as the mapping needs it: time zone, place and entity ids."""
+
+    tz: ZoneInfo | None
+    location: tuple[float, float] | None
+    road_segment: str | None
+    """The ``refRoadSegment`` URN."""
+    crowd_id: str
+    traffic_id: str
+    class_ids: Mapping[str, str]
+    """TrafficFlowObserved id of each vehicle type."""
+
+    @classmethod
+    def of(cls, sensor: str, config: TrafficCounterConfig) -> _Site:
+        site = config.sources.get(sensor)
+        zone_name = (site.zone if site else None) or config.default_zone
+        return cls(
+            tz=zone(zone_name) if zone_name else None,
+            location=site.location if site else None,
+            road_segment=entity_urn("RoadSegment", site.road_segment) if site and site.road_segment else None,
+            crowd_id=entity_urn("CrowdFlowObserved", sensor),
+            traffic_id=entity_urn("TrafficFlowObserved", sensor),
+            class_ids={v: entity_urn("TrafficFlowObserved", f"{sensor}-{v}") for v in set(VEHICLE_TYPES.values())},
+        )
 
 
 def count(obj: dict[str, Any], key: str, *, path: str) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ from adapters.units import (
 )
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
-from governance.ingest.timeparse import parse_instant, utc_iso
+from governance.ingest.timeparse import UTC_TEXT, parse_instant, utc_iso
 
 TargetType = Literal["AirQualityObserved", "NoiseLevelObserved", "WeatherObserved", "Device"]
 
@@ -64,6 +65,8 @@ def parse_rfc3339(value: Any, *, field: str) -> datetime:
     Python's ``datetime`` holds microseconds: the fraction is truncated (never rounded, which could
     carry into the next second) before parsing. A time without an offset is refused.
     """
+    if value.__class__ is str and UTC_TEXT.fullmatch(value):
+        return parse_instant(value, field=field, zone=None)  # Python cuts a fraction to microseconds itself
     if isinstance(value, str):
         head, sep, rest = value.partition("T")
         match = _FRACTION.search(rest) if sep else None
@@ -185,6 +188,10 @@ class _Target:
     rule: MeasureRule | None = None
     period_factor: int = 0
     voltage_range: tuple[float, float] | None = None
+    converted: dict[tuple[float | int, type], float | int] = dataclass_field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """(value, its type) → ``rule.apply`` of it, for values already seen (not zero: 0.0 and -0.0 are one key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,12 @@ class _Profile:
     ignore: frozenset[str]
     unknown_fields: str
     noise_period_s: int | None
+    fields: Mapping[str, str]
+    """The name of each mapped key in messages (``uplink_message.decoded_payload.<key>``), written once."""
+
+
+def _payload_field(key: str) -> str:
+    return f"uplink_message.decoded_payload.{str(key)[:40]}"
 
 
 def compile_profile(profile: DeviceProfile, name: str) -> _Profile:
@@ -204,7 +217,8 @@ def compile_profile(profile: DeviceProfile, name: str) -> _Profile:
         if key in profile.ignore:
             raise ValueError(f"{where} is both mapped and ignored")
         targets[key] = _target(fm, where)
-    return _Profile(name, targets, frozenset(profile.ignore), profile.unknown_fields, profile.noise_period_s)
+    fields = {key: _payload_field(key) for key in targets}
+    return _Profile(name, targets, frozenset(profile.ignore), profile.unknown_fields, profile.noise_period_s, fields)
 
 
 def _target(fm: FieldMapping, where: str) -> _Target:
@@ -252,6 +266,12 @@ class _Uplink:
     last_battery: Any
 
 
+#: Converted readings kept per mapped key (emptied when full).
+CONVERTED_KEPT = 4096
+#: The settings of a device the configuration does not list (built once: the model is frozen).
+_UNCONFIGURED = DeviceSettings()
+
+
 class TtnV3Adapter(Adapter):
     """The Things Stack v3 uplinks → AirQualityObserved / NoiseLevelObserved / WeatherObserved + Device."""
 
@@ -289,14 +309,14 @@ class TtnV3Adapter(Adapter):
                 f"device {uplink.device_id!r} is not in the configuration",
                 field="end_device_ids.device_id",
             )
-        settings = settings or DeviceSettings()
+        settings = settings or _UNCONFIGURED
         return self._map(uplink, settings, self._profiles[settings.profile])
 
     # -- envelope ---------------------------------------------------------------------------------
 
     @staticmethod
     def _uplink(doc: dict[str, Any]) -> _Uplink:
-        if set(doc) == {"result"} and isinstance(doc["result"], dict):
+        if len(doc) == 1 and "result" in doc and isinstance(doc["result"], dict):
             doc = doc["result"]  # Storage Integration API
         if "name" in doc and isinstance(doc.get("data"), dict):  # Events API: {"name": ..., "data": {...}}
             if doc["name"] != "as.up.data.forward":
@@ -377,10 +397,12 @@ class TtnV3Adapter(Adapter):
         period_s: float | None = None
         battery: float | int | None = None
         removed: list[str] = []
+        targets = profile.targets
+        fields = profile.fields
         for key, value in uplink.decoded.items():
-            name = f"uplink_message.decoded_payload.{str(key)[:40]}"
-            target = profile.targets.get(key)
+            target = targets.get(key)
             if target is None:
+                name = _payload_field(key)
                 if key in profile.ignore or profile.unknown_fields == "ignore":
                     removed.append(name)
                     continue
@@ -393,7 +415,11 @@ class TtnV3Adapter(Adapter):
                 )
             if value is None:  # the decoder says the reading is absent
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            name = fields[key]
+            kind = value.__class__
+            if (kind is not float and kind is not int) and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
                 raise InvalidRecordError(
                     "wrong_type", f"field '{name}' must be a number, got {describe(value)}", field=name
                 )
@@ -408,7 +434,14 @@ class TtnV3Adapter(Adapter):
                 battery = _battery_from_volts(value, target.voltage_range, name)
             else:
                 assert target.rule is not None
-                converted = target.rule.apply(value, field=name)
+                seen = target.converted
+                converted = seen.get((value, kind)) if value else None
+                if converted is None:
+                    converted = target.rule.apply(value, field=name)
+                    if value:
+                        if len(seen) >= CONVERTED_KEPT:
+                            seen.clear()
+                        seen[(value, kind)] = converted
                 if target.entity_type == "Device":
                     battery = converted
                     continue

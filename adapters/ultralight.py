@@ -342,6 +342,41 @@ class _Group:
     values: dict[str, float | int]
 
 
+#: Topics remembered per adapter, and converted texts per (type, property, unit); emptied when full.
+ROUTES_KEPT = 4096
+VALUES_KEPT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceMapping:
+    """The per-message work of a device done once: each measure key's property, rule and converted texts."""
+
+    measures: Mapping[str, tuple[str, MeasureRule | None, dict[str, float | int]]]
+    ref_device: str
+    span: timedelta | None
+    """The observation window of a NoiseLevelObserved device, else None."""
+    time_marks_end: bool
+
+    @classmethod
+    def of(cls, plan: DevicePlan, shared: dict[tuple[str, str, str], dict[str, float | int]]) -> _DeviceMapping:
+        measures: dict[str, tuple[str, MeasureRule | None, dict[str, float | int]]] = {}
+        for key, active in plan.active.items():
+            rule = active.rule
+            if rule is None:
+                measures[key] = (active.name, None, {})
+                continue
+            # Rules of the same property and source unit convert alike: their converted texts are shared.
+            seen = shared.setdefault((rule.entity_type, rule.prop, rule.source_unit), {})
+            measures[key] = (active.name, rule, seen)
+        span = None
+        marks_end = True
+        if plan.entity_type == "NoiseLevelObserved":
+            assert plan.window is not None
+            span = timedelta(seconds=plan.window.seconds)
+            marks_end = plan.window.time_marks == "end"
+        return cls(measures, device_urn(plan.device_id), span, marks_end)
+
+
 class UltraLightAdapter(Adapter):
     """UltraLight 2.0 measures → AirQualityObserved / NoiseLevelObserved / WeatherObserved."""
 
@@ -364,9 +399,71 @@ class UltraLightAdapter(Adapter):
         self._apikeys = {service.apikey for service in self.config.services} | {
             plan.apikey for plan in self._plans.values()
         }
+        # Everything a message of a device needs beyond its payload, resolved once: by device, and by the
+        # topic as it arrives (only topics that name a provisioned device are kept).
+        shared: dict[tuple[str, str, str], dict[str, float | int]] = {}
+        self._devices = {key: _DeviceMapping.of(plan, shared) for key, plan in self._plans.items()}
+        self._routes: dict[str, tuple[DevicePlan, _DeviceMapping, str | None]] = {}
 
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
-        apikey, device_id, single = self._route(message.topic)
+        topic = message.topic
+        route = self._routes.get(topic) if topic else None
+        if route is None:
+            route = self._resolve(topic)
+        plan, device, single = route
+        text = decode_text(message.payload).rstrip("\r\n ")
+        if single is None and "#" not in text:
+            usual = self._usual(plan, device, text, message.received_at)
+            if usual is not None:
+                return usual
+        if single is not None:
+            if not text or "|" in text or "#" in text:
+                raise InvalidRecordError(
+                    "ul_syntax",
+                    f"a message on .../attrs/{single[:40]} must carry one plain value",
+                    field=single,
+                )
+            groups = [self._group(plan, device, None, [(single, text)], message.received_at)]
+        else:
+            groups = [
+                self._group(plan, device, stamp, pairs, message.received_at) for stamp, pairs in split_measures(text)
+            ]
+        if len(groups) == 1:  # the usual message: one group, one observation
+            return [self._entity(plan, device, groups[0].moment, groups[0].values)]
+        return [self._entity(plan, device, moment, values) for moment, values in merge_by_time(groups)]
+
+    @classmethod
+    def _usual(
+        cls, plan: DevicePlan, device: _DeviceMapping, text: str, received_at: datetime
+    ) -> list[ParsedEntity] | None:
+        """The usual message in one pass: one group, perhaps with its timestamp, of measures whose texts
+        were converted before. None for anything else (the general path then maps it, or says why not)."""
+        fields = text.split("|")
+        size = len(fields)
+        first = 0
+        if size % 2:
+            if size == 1 or not fields[0][:1].isdigit():
+                return None
+            first = 1
+        if text[:1] == "|" or "" in fields:
+            return None
+        values: dict[str, float | int] = {}
+        measures = device.measures
+        for position in range(first, size, 2):
+            measure = measures.get(fields[position])
+            if measure is None or measure[1] is None:
+                return None
+            value = measure[2].get(fields[position + 1])
+            name = measure[0]
+            if value is None or name in values:  # a text not converted yet; a key given twice
+                return None
+            values[name] = value
+        moment = parse_instant(fields[0], field=TIME_INSTANT, zone=plan.tz) if first else received_at
+        return [cls._entity(plan, device, moment, values)]
+
+    def _resolve(self, topic: str | None) -> tuple[DevicePlan, _DeviceMapping, str | None]:
+        """The device a topic names, or the reason it names none; a topic that names one is remembered."""
+        apikey, device_id, single = self._route(topic)
         if apikey not in self._apikeys:
             raise InvalidRecordError(
                 "unknown_apikey", f"API key {apikey[:40]!r} in the topic is not provisioned", field="topic"
@@ -378,18 +475,12 @@ class UltraLightAdapter(Adapter):
                 f"device {device_id[:60]!r} is not provisioned under API key {apikey[:40]!r}",
                 field="topic",
             )
-        text = decode_text(message.payload).rstrip("\r\n ")
-        if single is not None:
-            if not text or "|" in text or "#" in text:
-                raise InvalidRecordError(
-                    "ul_syntax",
-                    f"a message on .../attrs/{single[:40]} must carry one plain value",
-                    field=single,
-                )
-            groups = [self._group(plan, None, [(single, text)], message.received_at)]
-        else:
-            groups = [self._group(plan, stamp, pairs, message.received_at) for stamp, pairs in split_measures(text)]
-        return [self._entity(plan, moment, values) for moment, values in merge_by_time(groups)]
+        assert topic is not None
+        route = (plan, self._devices[(apikey, device_id)], single)
+        if len(self._routes) >= ROUTES_KEPT:  # spellings of a topic ('//ul/…') are not bounded by devices
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
 
     # -- topic ------------------------------------------------------------------------------------
 
@@ -423,22 +514,29 @@ class UltraLightAdapter(Adapter):
     # -- measures ---------------------------------------------------------------------------------
 
     def _group(
-        self, plan: DevicePlan, stamp: str | None, pairs: list[tuple[str, str]], received_at: datetime
+        self,
+        plan: DevicePlan,
+        device: _DeviceMapping,
+        stamp: str | None,
+        pairs: list[tuple[str, str]],
+        received_at: datetime,
     ) -> _Group:
         moment: datetime | None = None
         if stamp is not None:
             moment = parse_instant(stamp, field=TIME_INSTANT, zone=plan.tz)
         values: dict[str, float | int] = {}
+        measures = device.measures
         for key, raw in pairs:
-            active = plan.active.get(key)
-            if active is None:
+            measure = measures.get(key)
+            if measure is None:
                 known = ", ".join(sorted(plan.active))
                 raise InvalidRecordError(
                     "unknown_attribute",
                     f"measure '{key[:40]}' is not provisioned for device {plan.device_id!r} (known: {known})",
                     field=key[:64],
                 )
-            if active.rule is None:  # TimeInstant
+            name, rule, seen = measure
+            if rule is None:  # TimeInstant
                 instant = parse_instant(raw, field=key, zone=plan.tz)
                 if moment is not None and instant != moment:
                     raise InvalidRecordError(
@@ -448,24 +546,30 @@ class UltraLightAdapter(Adapter):
                     )
                 moment = instant
                 continue
-            number = parse_decimal(raw, field=key)
-            values[active.name] = active.rule.apply(number, field=key)
+            value = seen.get(raw)
+            if value is None:  # the same readings come again and again: each text is converted once
+                value = rule.apply(parse_decimal(raw, field=key), field=key)
+                if len(seen) >= VALUES_KEPT:
+                    seen.clear()
+                seen[raw] = value
+            values[name] = value
         if not values:
             raise InvalidRecordError("missing_field", "a measure group carries no measured value")
         return _Group(moment or received_at, values)
 
-    def _entity(self, plan: DevicePlan, moment: datetime, values: dict[str, float | int]) -> ParsedEntity:
-        data: dict[str, Any] = {"id": plan.entity_id, "type": plan.entity_type}
-        if plan.entity_type == "NoiseLevelObserved":
-            assert plan.window is not None
-            span = timedelta(seconds=plan.window.seconds)
-            start, end = (moment - span, moment) if plan.window.time_marks == "end" else (moment, moment + span)
-            data.update(observation_period(start, end))
+    @staticmethod
+    def _entity(
+        plan: DevicePlan, device: _DeviceMapping, moment: datetime, values: dict[str, float | int]
+    ) -> ParsedEntity:
+        data: dict[str, Any]
+        if device.span is not None:  # NoiseLevelObserved: a period
+            start, end = (moment - device.span, moment) if device.time_marks_end else (moment, moment + device.span)
+            data = {"id": plan.entity_id, "type": plan.entity_type, **observation_period(start, end)}
         else:
-            data["dateObserved"] = utc_iso(moment)
+            data = {"id": plan.entity_id, "type": plan.entity_type, "dateObserved": utc_iso(moment)}
         data.update(plan.static)
         data.update(values)
-        data["refDevice"] = device_urn(plan.device_id)
+        data["refDevice"] = device.ref_device
         return ParsedEntity(data)
 
 
@@ -484,7 +588,7 @@ def split_measures(text: str) -> list[tuple[str | None, list[tuple[str, str]]]]:
     parsed: list[tuple[str | None, list[tuple[str, str]]]] = []
     for number, group in enumerate(groups, start=1):
         fields = (group[1:] if group.startswith("|") else group).split("|")
-        if any(not f for f in fields):
+        if "" in fields:
             raise InvalidRecordError(
                 "ul_syntax", f"measure group {number} has an empty field (check for '||', a trailing '|' or '#')"
             )
@@ -497,15 +601,16 @@ def split_measures(text: str) -> list[tuple[str | None, list[tuple[str, str]]]]:
                     "with a timestamp: a key lacks its value",
                 )
             stamp, fields = fields[0], fields[1:]
-        pairs = list(zip(fields[0::2], fields[1::2], strict=True))
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidRecordError(
-                    "ul_syntax", f"measure group {number} carries '{key[:40]}' twice", field=key[:64]
-                )
-            seen.add(key)
-        parsed.append((stamp, pairs))
+        keys = fields[0::2]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            for key in keys:
+                if key in seen:
+                    raise InvalidRecordError(
+                        "ul_syntax", f"measure group {number} carries '{key[:40]}' twice", field=key[:64]
+                    )
+                seen.add(key)
+        parsed.append((stamp, list(zip(keys, fields[1::2], strict=True))))
     return parsed
 
 

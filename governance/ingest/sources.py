@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from orjson import JSONDecodeError
 
 from governance.errors import InvalidRecordError
 from governance.ingest.message import RawMessage
@@ -84,6 +85,7 @@ def _lines(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes, int, str 
 def read_capture_lines(path: Path, *, received_at: datetime, max_bytes: int) -> Iterator[RawMessage]:
     """Stream the records of a capture file."""
     source = str(path)
+    loads = orjson.loads
     with path.open("rb") as handle:
         for number, data, size, sha256 in _lines(handle, max_bytes + ENVELOPE_ALLOWANCE):
             where = f"{source}:{number}"
@@ -101,6 +103,29 @@ def read_capture_lines(path: Path, *, received_at: datetime, max_bytes: int) -> 
                     ),
                 )
                 continue
+            # The usual line, unwrapped inline: a JSON object with a text or JSON payload, a string topic
+            # and a string received_at (or none). Anything else takes the general path, which says why.
+            try:
+                envelope = loads(data)
+            except JSONDecodeError:
+                envelope = None
+            if envelope.__class__ is dict and "payload_b64" not in envelope and "payload" in envelope:
+                topic = envelope.get("topic")
+                stamp = envelope.get("received_at")
+                if (topic is None or topic.__class__ is str) and (stamp is None or stamp.__class__ is str):
+                    when: datetime | None = received_at
+                    if stamp is not None:
+                        try:
+                            when = parse_instant(stamp, field="received_at", zone=None)
+                        except InvalidRecordError:
+                            when = None
+                    if when is not None:
+                        value = envelope["payload"]
+                        payload = (
+                            value.encode("utf-8", "surrogatepass") if value.__class__ is str else encode_payload(value)
+                        )
+                        yield RawMessage(payload, where, when, topic, {"line": number})
+                        continue
             yield unwrap_capture_line(data, where=where, number=number, received_at=received_at)
 
 

@@ -1,0 +1,679 @@
+"""The parse and read fast paths give what the plain paths give, and their memo tables stay bounded.
+
+Each cache or shortcut of the hot path is checked here against the general code it stands in for (kept
+in the module, or copied below as it was before the shortcut), on the edge cases and on generated input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters import department_csv, fields, streetlight_json, traffic_counter, ttn_v3, ultralight
+from adapters.base import Adapter
+from adapters.care_hub import CareHubAdapter
+from adapters.department_csv import DepartmentCsvAdapter, DepartmentCsvConfig
+from adapters.streetlight_json import StreetlightJsonAdapter, StreetlightJsonConfig
+from adapters.traffic_counter import TrafficCounterAdapter, TrafficCounterConfig
+from adapters.ttn_v3 import parse_rfc3339
+from adapters.ultralight import UltraLightAdapter
+from governance.errors import InvalidRecordError
+from governance.ingest import timeparse
+from governance.ingest.message import ParsedEntity, RawMessage
+from governance.ingest.sources import read_capture_lines, unwrap_capture_line
+from governance.ingest.timeparse import localize, parse_instant, utc_iso
+from tests.adapters.test_ttn_v3 import message as ttn_message
+from tests.adapters.test_ttn_v3 import uplink
+
+MADRID = ZoneInfo("Europe/Madrid")
+RECEIVED = datetime(2026, 3, 2, 9, 30, 15, 250000, tzinfo=UTC)
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_time_tables() -> Iterator[None]:
+    timeparse.clear_caches()
+    yield
+    timeparse.clear_caches()
+
+
+# -- the code the shortcuts stand in for, as it was ---------------------------------------------------
+
+
+def plain_parse_instant(value: Any, *, field: str, zone: ZoneInfo | None) -> datetime:
+    if isinstance(value, bool):
+        raise InvalidRecordError("wrong_type", f"'{field}' must be a timestamp, got a boolean", field=field)
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) > 10_000_000_000 else value
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidRecordError(
+                "invalid_timestamp", f"'{field}' epoch value {value!r} is out of range", field=field
+            ) from exc
+    if not isinstance(value, str):
+        raise InvalidRecordError(
+            "wrong_type", f"'{field}' must be a timestamp string, got {type(value).__name__}", field=field
+        )
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidRecordError(
+            "invalid_timestamp", f"'{field}' is not an ISO 8601 timestamp: {value[:64]!r}", field=field
+        ) from exc
+    if parsed.tzinfo is None:
+        if zone is None:
+            raise InvalidRecordError(
+                "timestamp_without_zone",
+                f"'{field}' has no UTC offset ({value[:64]!r}) and no time zone is configured for this source",
+                field=field,
+            )
+        return localize(parsed, zone, field=field, raw=value)
+    return parsed.astimezone(UTC)
+
+
+def plain_utc_iso(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_FRACTION = re.compile(r"(\.\d+)")
+
+
+def plain_parse_rfc3339(value: Any, *, field: str) -> datetime:
+    if isinstance(value, str):
+        head, sep, rest = value.partition("T")
+        match = _FRACTION.search(rest) if sep else None
+        if match is not None and len(match.group(1)) > 7:
+            rest = rest[: match.start()] + match.group(1)[:7] + rest[match.end() :]
+            value = head + sep + rest
+    return plain_parse_instant(value, field=field, zone=None)
+
+
+def plain_split(text: str, separator: str, quotechar: str) -> list[str]:
+    try:
+        return next(csv.reader([text], delimiter=separator, quotechar=quotechar, strict=True), [])
+    except csv.Error as exc:
+        raise InvalidRecordError("csv_syntax", f"the row is not valid CSV ({exc})") from None
+
+
+def outcome(call: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
+    """What a call gives, comparable: ('ok', value and its exact type) or ('error', reason, detail, field)."""
+    try:
+        value = call(*args, **kwargs)
+    except InvalidRecordError as exc:
+        return ("error", (exc.reason, exc.detail, exc.field))
+    except (OverflowError, ValueError) as exc:  # (year 1 minus an offset: as before, not a record error)
+        return ("raised", (type(exc), str(exc)))
+    if isinstance(value, datetime):
+        return ("ok", (value, value.utcoffset(), type(value.tzinfo)))
+    return ("ok", (value, type(value)))
+
+
+# -- timestamps -----------------------------------------------------------------------------------------
+
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=2)
+_stamp = st.builds(
+    lambda y, mo, d, h, mi, s, frac, end: f"{y}-{mo}-{d}T{h}:{mi}:{s}{frac}{end}",
+    st.sampled_from(["2026", "0999", "1000", "9999", "0001", "2024", "2o26"]),
+    st.sampled_from(["01", "02", "12", "13", "00", "1"]),
+    st.sampled_from(["01", "28", "29", "30", "31", "32"]),
+    st.sampled_from(["00", "02", "23", "24"]),
+    st.sampled_from(["00", "30", "59", "60"]),
+    st.sampled_from(["00", "15", "59", "60"]),
+    st.sampled_from(["", ".", ".0", ".25", ".250", ".000", ".0005", ".649000019", ".6499999999", ".123456789"]),
+    st.sampled_from(["Z", "z", "+00:00", "+01:00", "-05:30", "", " Z", "Z ", "ZZ", "+0100"]),
+)
+
+
+@FAST
+@given(_stamp, st.sampled_from([None, MADRID]))
+def test_parse_instant_is_the_plain_parse(value: str, zone: ZoneInfo | None) -> None:
+    for _ in range(2):  # once computed, once from the table
+        assert outcome(parse_instant, value, field="ts", zone=zone) == outcome(
+            plain_parse_instant, value, field="ts", zone=zone
+        )
+    try:
+        moment = plain_parse_instant(value, field="ts", zone=zone)
+    except (InvalidRecordError, OverflowError, ValueError):
+        return
+    assert utc_iso(moment) == plain_utc_iso(moment)
+    assert utc_iso(moment) == plain_utc_iso(moment)  # from the table
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-04T23:30:43.839Z",
+        "2026-01-04T23:30:43Z",
+        "2026-01-04T23:30:43.000Z",
+        "2026-01-04T23:30:43.000500Z",
+        "2026-01-04T23:30:47.649000019Z",
+        "2026-01-04T23:30:47.000000019Z",
+        "2026-01-04T23:30:43.8Z",
+        "0999-01-04T23:30:43Z",
+        "0999-01-04T23:30:43.123Z",
+        "2026-02-30T10:00:00Z",
+        "٢٠٢٦-01-04T23:30:43Z",
+    ],
+)
+def test_utc_texts_parse_and_format_as_before(value: str) -> None:
+    assert outcome(parse_instant, value, field="ts", zone=None) == outcome(
+        plain_parse_instant, value, field="ts", zone=None
+    )
+    if outcome(plain_parse_instant, value, field="ts", zone=None)[0] == "ok":
+        moment = parse_instant(value, field="ts", zone=None)
+        assert utc_iso(moment) == plain_utc_iso(moment)
+
+
+@FAST
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(0)), MADRID]),
+)
+def test_utc_iso_is_strftime(naive: datetime, tz: Any) -> None:
+    moment = naive.replace(tzinfo=tz)
+    assert utc_iso(moment) == plain_utc_iso(moment)
+    assert utc_iso(moment) == plain_utc_iso(moment)  # from the table
+
+
+def test_utc_iso_tells_the_two_times_of_a_night_when_clocks_go_back_apart() -> None:
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=MADRID)  # 00:30 UTC
+    second = first.replace(fold=1)  # the same wall clock an hour later: 01:30 UTC
+    assert first == second  # (one zone: compared by wall clock)
+    assert (utc_iso(first), utc_iso(second)) == ("2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z")
+    assert (utc_iso(second), utc_iso(first)) == ("2026-10-25T01:30:00Z", "2026-10-25T00:30:00Z")
+
+
+def test_utc_iso_keeps_no_naive_time_and_writes_early_years_as_strftime() -> None:
+    naive = datetime(2026, 1, 4, 12, 0, 0)
+    assert utc_iso(naive) == plain_utc_iso(naive)
+    assert timeparse._LAST[0] is not naive and timeparse._BEFORE_LAST[0] is not naive
+    early = datetime(999, 5, 1, 10, 0, 0, 1000, tzinfo=UTC)
+    assert utc_iso(early) == plain_utc_iso(early)
+
+
+def test_local_times_are_kept_per_zone() -> None:
+    text = "2026-07-20T07:00:00"
+    madrid = parse_instant(text, field="from", zone=MADRID)
+    london = parse_instant(text, field="from", zone=ZoneInfo("Europe/London"))
+    assert (utc_iso(madrid), utc_iso(london)) == ("2026-07-20T05:00:00Z", "2026-07-20T06:00:00Z")
+    with pytest.raises(InvalidRecordError) as err:  # the zone-less question is not answered from the table
+        parse_instant(text, field="from", zone=None)
+    assert err.value.reason == "timestamp_without_zone"
+
+
+def test_refused_times_are_refused_every_time() -> None:
+    for _ in range(3):
+        with pytest.raises(InvalidRecordError) as err:
+            parse_instant("2026-10-25T02:30:00", field="from", zone=MADRID)
+        assert err.value.reason == "ambiguous_local_time"
+    assert not timeparse._LOCAL_TIMES
+
+
+def test_time_tables_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timeparse, "CACHE_SIZE", 50)
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)  # winter: Madrid is UTC+1
+    for n in range(500):
+        moment = start + timedelta(seconds=n, milliseconds=1)
+        local = (moment + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+        for _ in range(2):
+            assert parse_instant(local, field="t", zone=MADRID) == moment
+            assert utc_iso(moment) == plain_utc_iso(moment)
+        assert len(timeparse._LOCAL_TIMES) <= 50
+    assert timeparse._LOCAL_TIMES  # (it was used)
+
+
+def test_the_last_two_instants_written_are_reused_and_only_they() -> None:
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    moments = [start + timedelta(seconds=n, microseconds=n * 1001) for n in range(6)]
+    for sequence in ([0, 1, 0, 1, 1, 0], [0, 1, 2, 0, 2, 1], [3, 4, 5, 3, 4, 5, 5, 4, 3]):
+        for index in sequence:
+            assert utc_iso(moments[index]) == plain_utc_iso(moments[index])
+        assert {timeparse._LAST[0], timeparse._BEFORE_LAST[0]} <= set(moments)
+    assert utc_iso(datetime.min.replace(tzinfo=UTC)) == plain_utc_iso(datetime.min.replace(tzinfo=UTC))
+
+
+@FAST
+@given(
+    st.sampled_from(["2026-01-04T23:30:47.", "2026-01-04T23:30:47,", "2026-01-04 23:30:47."]),
+    st.text(alphabet="0123456789", min_size=0, max_size=12),
+    st.sampled_from(["Z", "+00:00", "+01:00", "", "z"]),
+)
+def test_rfc3339_nanoseconds_parse_as_before(head: str, fraction: str, end: str) -> None:
+    value = head + fraction + end
+    assert outcome(parse_rfc3339, value, field="received_at") == outcome(
+        plain_parse_rfc3339, value, field="received_at"
+    )
+
+
+# -- reading capture files ----------------------------------------------------------------------------
+
+CAPTURE_LINES = [
+    b'{"topic": "/ul/k/d/attrs", "payload": "t|1", "received_at": "2026-01-04T23:30:43.839Z"}',
+    b'{"topic": "a", "payload": {"x": 1, "y": [1.5, null]}, "received_at": "2026-01-04T23:30:43Z"}',
+    b'{"topic": "a", "payload": "caf\\u00e9 \\ud83d\\ude00"}',
+    b'{"topic": "a", "payload": "lone \\ud800 surrogate"}',
+    b'{"payload": 12}',
+    b'{"topic": null, "payload": null, "received_at": null}',
+    b'{"topic": 5, "payload": "x"}',
+    b'{"topic": "a", "payload": "x", "received_at": 1763971200000}',
+    b'{"topic": "a", "payload": "x", "received_at": "2026-01-04T23:30:43"}',
+    b'{"topic": "a", "payload": "x", "received_at": "yesterday"}',
+    b'{"topic": "a", "payload": "x", "received_at": true}',
+    b'{"topic": "a", "payload_b64": "aGVsbG8="}',
+    b'{"topic": "a", "payload_b64": "not base64!"}',
+    b'{"topic": "a", "payload_b64": "aGVsbG8=", "payload": "ignored"}',
+    b'{"topic": "a"}',
+    b"[1, 2]",
+    b"not json",
+    b'{"topic": "a", "payload": "\xff"}',
+]
+
+
+def test_capture_lines_read_as_the_general_unwrap(tmp_path: Path) -> None:
+    path = tmp_path / "capture.jsonl"
+    path.write_bytes(b"\n".join(CAPTURE_LINES) + b"\n")
+    got = list(read_capture_lines(path, received_at=RECEIVED, max_bytes=4096))
+    assert len(got) == len(CAPTURE_LINES)
+    for number, (line, message) in enumerate(zip(CAPTURE_LINES, got, strict=True), start=1):
+        expected = unwrap_capture_line(line, where=f"{path}:{number}", number=number, received_at=RECEIVED)
+        assert _as_tuple(message) == _as_tuple(expected), line
+
+
+def _as_tuple(message: RawMessage) -> tuple[Any, ...]:
+    defect = message.defect
+    return (
+        message.payload,
+        message.source,
+        message.received_at,
+        message.received_at.utcoffset(),
+        message.topic,
+        dict(message.context),
+        None if defect is None else (defect.reason, defect.detail),
+    )
+
+
+# -- identifiers ----------------------------------------------------------------------------------------
+
+
+def test_checked_ids_remember_things_not_people_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fields, "_CHECKED_IDS", set())
+    monkeypatch.setattr(fields, "CHECKED_IDS_KEPT", 10)
+    assert fields.local_id({"hub": "H-1"}, "hub") == "H-1"
+    assert "H-1" in fields._CHECKED_IDS
+    assert fields.local_id({"resident": "R-77"}, "resident", echo=False) == "R-77"
+    assert "R-77" not in fields._CHECKED_IDS
+    for bad in ("", "  ", "a b", "x" * 101, 5, None):
+        for _ in range(2):
+            with pytest.raises(InvalidRecordError):
+                fields.local_id({"hub": bad}, "hub")
+    for n in range(100):
+        fields.local_id({"hub": f"H-{n}"}, "hub")
+        assert len(fields._CHECKED_IDS) <= 10
+
+
+# -- UltraLight -----------------------------------------------------------------------------------------
+
+AQ = "aqkey01"
+
+
+def ul_provisioning(devices: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    location = {"name": "location", "type": "geo:json", "value": {"type": "Point", "coordinates": [-3.7, 40.4]}}
+    return {
+        "services": [
+            {
+                "apikey": AQ,
+                "entity_type": "AirQualityObserved",
+                "attributes": [
+                    {"object_id": "t", "name": "temperature", "type": "Number",
+                     "metadata": {"unitCode": {"type": "Text", "value": "CEL"}}},
+                    {"object_id": "h", "name": "relativeHumidity", "type": "Number",
+                     "metadata": {"unitCode": {"type": "Text", "value": "P1"}}},
+                ],
+                "static_attributes": [location],
+            }
+        ],
+        "devices": devices
+        if devices is not None
+        else [
+            {"device_id": "cel"},
+            {"device_id": "fah", "attributes": [
+                {"object_id": "t", "name": "temperature", "type": "Number",
+                 "metadata": {"unitCode": {"type": "Text", "value": "FAH"}}}]},
+        ],
+    }
+
+
+def ul(payload: str, device: str = "cel", topic: str | None = None) -> RawMessage:
+    return RawMessage(
+        payload=payload.encode(), source="t", received_at=RECEIVED, topic=topic or f"/ul/{AQ}/{device}/attrs"
+    )
+
+
+def result(adapter: Adapter, message: RawMessage) -> Any:
+    try:
+        return [(e.data, e.removed_fields) for e in adapter.parse(message)]
+    except InvalidRecordError as exc:
+        return (exc.reason, exc.detail, exc.field)
+
+
+def test_ultralight_same_text_in_other_units_is_converted_apart() -> None:
+    adapter = _ul_adapter()
+    (cel,) = adapter.parse(ul("t|50|h|50", "cel"))
+    (fah,) = adapter.parse(ul("t|50|h|50", "fah"))
+    assert (cel.data["temperature"], fah.data["temperature"]) == (50, 10.0)
+    assert cel.data["relativeHumidity"] == fah.data["relativeHumidity"] == 0.5
+    (again,) = adapter.parse(ul("t|50", "fah"))
+    assert again.data["temperature"] == 10.0 and isinstance(again.data["temperature"], float)
+
+
+def test_ultralight_refusals_are_not_remembered_as_values_or_routes() -> None:
+    adapter = _ul_adapter()
+    for _ in range(2):
+        assert result(adapter, ul("t|500"))[0] == "out_of_range"  # 500 °C
+        assert result(adapter, ul("t|x1"))[0] == "wrong_type"
+        assert result(adapter, ul("t|1", "nobody"))[0] == "unknown_device"
+        assert result(adapter, ul("t|1", topic="/ul/other/cel/attrs"))[0] == "unknown_apikey"
+        assert result(adapter, ul("t|1", topic=f"/ul/{AQ}/cel/cmd"))[0] == "not_a_measure"
+    assert all(topic.endswith("/attrs") for topic in adapter._routes)
+    assert f"/ul/{AQ}/nobody/attrs" not in adapter._routes
+
+
+def test_ultralight_fast_paths_give_what_a_fresh_adapter_gives() -> None:
+    warm = _ul_adapter()
+    messages = [
+        ul("t|21.4|h|56"), ul("t|21.4|h|56", "fah"), ul("t|21.4|h|56", topic=f"{AQ}/cel/attrs"),
+        ul("2026-03-02T09:00:00Z|t|1#2026-03-02T09:05:00Z|t|2"),
+        ul("2026-03-02T09:00:00Z|t|1#2026-03-02T09:00:00Z|h|3"),
+        ul("2026-03-02T09:00:00Z|t|1#2026-03-02T09:00:00Z|t|2"), ul("t|1|t|1"), ul("t||h|1"), ul("t|1|h"),
+        ul("21.5", topic=f"/ul/{AQ}/cel/attrs/t"), ul("t|1|zz|2"), ul(""), ul("#"),
+        ul("2026-03-02T09:00:00Z|t|1|h|2"), ul("2026-03-02T09:00:00|t|1"), ul("2026-13-02T09:00:00Z|t|1"),
+        ul("2026-03-02T09:00:00Z|t|1|t|1"), ul("9|t|1"), ul("x|t|1"), ul("|t|1|h|2"), ul("t|1|h|2|"),
+        ul("2026-03-02T09:00:00Z"), ul("t|1 \r\n"), ul("t| 1|h|2"), ul("zz|1|t|1"), ul("t|1|zz|1"),
+    ]
+    for message in messages * 2:
+        assert result(warm, message) == result(_ul_adapter(), message), message.payload
+
+
+def test_ultralight_tables_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ultralight, "ROUTES_KEPT", 3)
+    monkeypatch.setattr(ultralight, "VALUES_KEPT", 5)
+    adapter = _ul_adapter()
+    for n in range(40):
+        (entity,) = adapter.parse(ul(f"t|{n}.5", topic="/" * (n % 7) + f"ul/{AQ}/cel/attrs"))
+        assert entity.data["temperature"] == n + 0.5
+        assert len(adapter._routes) <= 3
+        assert all(len(measure[2]) <= 5 for measure in adapter._devices[(AQ, "cel")].measures.values())
+
+
+def test_ultralight_provisioning_file_changed_is_read_again(tmp_path: Path) -> None:
+    """A retry builds the adapter from the file again: what one adapter remembered does not survive."""
+    path = tmp_path / "provisioning.json"
+    path.write_text(json.dumps(ul_provisioning([{"device_id": "cel"}])))
+    first = UltraLightAdapter.from_config_file(path)
+    assert result(first, ul("t|20", "late"))[0] == "unknown_device"
+    assert first.parse(ul("t|20"))[0].data["temperature"] == 20
+    path.write_text(json.dumps(ul_provisioning([{"device_id": "cel", "attributes": [
+        {"object_id": "t", "name": "temperature", "type": "Number",
+         "metadata": {"unitCode": {"type": "Text", "value": "FAH"}}}]}, {"device_id": "late"}])))
+    second = UltraLightAdapter.from_config_file(path)
+    assert second.parse(ul("t|20", "late"))[0].data["temperature"] == 20
+    assert second.parse(ul("t|50"))[0].data["temperature"] == 10.0  # the device now reports Fahrenheit
+
+
+def _ul_adapter() -> UltraLightAdapter:
+    return UltraLightAdapter(ultralight.UltraLightConfig.model_validate(ul_provisioning()))
+
+
+# -- traffic counters -----------------------------------------------------------------------------------
+
+
+def counts(sensor: str = "TC-1", **changes: Any) -> RawMessage:
+    body: dict[str, Any] = {
+        "sensor": sensor, "from": "2026-07-20T07:00:00", "to": "2026-07-20T07:15:00",
+        "pedestrians": {"in": 3, "out": 4}, "vehicles": {"car": 5, "truck": 1}, "avg_speed_kmh": 31.5,
+    }
+    body.update(changes)
+    return RawMessage(payload=json.dumps(body).encode(), source="t", received_at=RECEIVED, topic="c")
+
+
+def test_traffic_sites_resolve_once_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traffic_counter, "SITES_KEPT", 4)
+    config = TrafficCounterConfig.model_validate(
+        {"default_zone": "Europe/London",
+         "sources": {"TC-1": {"zone": "Europe/Madrid", "location": [-3.7, 40.4], "road_segment": "RS-1"}}}
+    )
+    adapter = TrafficCounterAdapter(config)
+    for n in range(20):
+        entities = adapter.parse(counts(f"TC-{n % 9}"))
+        assert len(adapter._sites) <= 4
+        first = entities[0].data
+        if n % 9 == 1:
+            assert first["dateObservedFrom"] == "2026-07-20T05:00:00Z"
+            assert first["refRoadSegment"] == "urn:ngsi-ld:RoadSegment:RS-1"
+        else:
+            assert first["dateObservedFrom"] == "2026-07-20T06:00:00Z"  # default zone, no place
+            assert "location" not in first
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"pedestrians": {"in": -1, "out": 0}},
+        {"pedestrians": {"in": True, "out": 0}},
+        {"pedestrians": {"in": 1.0, "out": 0}},
+        {"pedestrians": {"in": None, "out": 0}},
+        {"vehicles": {"car": -2}},
+        {"vehicles": {"car": False}},
+        {"vehicles": {"car": 2.5}},
+        {"vehicles": {"car": None}},
+        {"vehicles": {"truck": 1, "lorry": 2}},
+        {"vehicles": {}, "avg_speed_kmh": 10},
+        {"vehicles": None, "avg_speed_kmh": 10},
+        {"vehicles": {"car": 10**30}},
+    ],
+)
+def test_traffic_counts_outside_the_usual_take_the_full_checks(changes: dict[str, Any]) -> None:
+    adapter = TrafficCounterAdapter(TrafficCounterConfig(default_zone="Europe/Madrid"))
+    message = counts(**changes)
+    decoded = orjson.loads(message.payload)
+    walkers, vehicles = decoded["pedestrians"], decoded["vehicles"]
+    # the plain checks, as the adapter made them before the shortcut
+    expected: Any = None
+    try:
+        for key in ("in", "out"):
+            if isinstance(walkers, dict):
+                traffic_counter.count(walkers, key, path="pedestrians.")
+        if isinstance(vehicles, dict):
+            for key in vehicles:
+                if key in traffic_counter.VEHICLE_TYPES:
+                    traffic_counter.count(vehicles, key, path="vehicles.")
+    except InvalidRecordError as exc:
+        expected = (exc.reason, exc.detail, exc.field)
+    got = result(adapter, message)
+    if expected is not None:
+        assert got == expected
+    elif isinstance(got, tuple):
+        assert got[0] in {"duplicate_field", "missing_field"}
+    else:
+        assert got[0][0]["type"] in {"CrowdFlowObserved", "TrafficFlowObserved"}
+
+
+# -- streetlight cabinets -------------------------------------------------------------------------------
+
+SITES = StreetlightJsonConfig.model_validate(
+    {
+        "cabinets": {"CAB-1": {"location": [-3.70325, 40.4165]},
+                     "CAB-2": {"location": [-3.6918, 40.4231], "groups": ["G-N", "G-S"]}},
+        "lamps": {"L-1": {"location": [-3.70341, 40.41668]}, "L-2": {"location": [-3.69201, 40.42355], "group": "G-N"}},
+        "fault_status": {"Custom": "columnIssue"},
+    }
+)
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 2500), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 100, 100.0, 2000, 2000.5, -0.0, 1e300, "1", [], {}]),
+)
+_lamp = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from(["L-1", "L-2", "L-3", "", " L-1", "L 1", 7, None, "x" * 101]),
+        "state": st.sampled_from(["ON", "on", " LOW ", "Off", "booting", "", "  ", "dimmed", 1, None]),
+        "dim": _values,
+        "power_w": _values,
+        "energy_wh": _values,
+        "fault": st.sampled_from([None, "driver", "Custom", "custom", "communication", "meteor", "", 3]),
+    },
+    optional={"extra": st.just(1), "mac": st.just("aa:bb")},
+).map(lambda lamp: {k: v for k, v in lamp.items() if not (k == "fault" and v == "meteor")})
+
+
+@FAST
+@given(_lamp, st.sampled_from(["CAB-1", "CAB-2"]))
+def test_streetlight_usual_lamp_is_mapped_as_the_full_path(raw: dict[str, Any], cabinet: str) -> None:
+    adapter = StreetlightJsonAdapter(SITES)
+    site = SITES.cabinets[cabinet]
+    groups = [f"urn:ngsi-ld:StreetlightGroup:{g}" for g in (site.groups or (cabinet,))]
+    group = groups[0] if len(groups) == 1 else None
+    cabinet_urn = f"urn:ngsi-ld:StreetlightControlCabinet:{cabinet}"
+    observed = "2026-01-04T23:30:43.839Z"
+    for _ in range(2):  # once resolving the lamp, once from the table
+        fast = adapter._lamp_fast(raw, observed, cabinet_urn, site.location, group)
+        try:
+            full: Any = adapter._lamp(
+                raw, "lamps[0].", observed=observed, cabinet_urn=cabinet_urn, site=site, group=group
+            )
+        except InvalidRecordError:
+            full = "refused"
+        if fast is not None:
+            assert isinstance(full, ParsedEntity)
+            assert orjson.dumps(fast.data) == orjson.dumps(full.data)  # same keys, order, values, types
+            assert fast.removed_fields == full.removed_fields
+
+
+def test_streetlight_lamp_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streetlight_json, "LAMPS_KEPT", 3)
+    adapter = StreetlightJsonAdapter(SITES)
+    body = {"cabinet": "CAB-1", "ts": 1763971200000,
+            "lamps": [{"id": f"L-{n}", "state": "ON", "dim": 50, "fault": None} for n in range(10)]}
+    message = RawMessage(payload=orjson.dumps(body), source="t", received_at=RECEIVED, topic="c")
+    entities = adapter.parse(message)
+    assert len(entities) == 11 and len(adapter._lamps) <= 3
+    assert entities[1].data["location"]["coordinates"] == [-3.70341, 40.41668]  # L-1 stands apart
+    assert entities[2].data["refStreetlightGroup"] == "urn:ngsi-ld:StreetlightGroup:G-N"  # L-2's own group
+
+
+# -- department CSV -------------------------------------------------------------------------------------
+
+
+@FAST
+@given(
+    st.text(alphabet=';,"ab \t\r\n\x00\\\'', max_size=12),
+    st.sampled_from([";", ",", "\t"]),
+    st.sampled_from(['"', "'"]),
+)
+def test_csv_row_split_is_the_csv_module(text: str, separator: str, quotechar: str) -> None:
+    assert outcome(department_csv._split, text, separator, quotechar) == outcome(
+        plain_split, text, separator, quotechar
+    )
+
+
+def csv_adapter() -> DepartmentCsvAdapter:
+    return DepartmentCsvAdapter(
+        DepartmentCsvConfig.model_validate(
+            {
+                "entity_type": "WeatherObserved",
+                "id_column": "station",
+                "time": {"column": "time", "zone": "Europe/Madrid"},
+                "columns": {"temp_F": {"property": "temperature", "unit": "FAH"},
+                            "temp_C": {"property": "dewPoint", "unit": "CEL", "required": False}},
+                "location": {"stations": {"S1": [-3.7, 40.4], "S 2": [-3.6, 40.5]}},
+                "null_markers": ["-"],
+            }
+        )
+    )
+
+
+def row(text: str, header: str = "station,time,temp_F,temp_C") -> RawMessage:
+    return RawMessage(payload=text.encode(), source="t", received_at=RECEIVED, context={"header": header})
+
+
+def test_csv_station_ids_and_cell_values_are_remembered_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(department_csv, "_VALUE_CACHE_SIZE", 2)
+    monkeypatch.setattr(department_csv, "_ID_CACHE_SIZE", 2)
+    adapter = csv_adapter()
+    (entity,) = adapter.parse(row("S1,2026-07-20T07:00:00,50,50"))
+    assert (entity.data["temperature"], entity.data["dewPoint"]) == (10.0, 50)  # same text, other units
+    for _ in range(2):
+        assert result(adapter, row("S 2,2026-07-20T07:00:00,50,"))[0] == "invalid_id"
+        assert result(adapter, row("-,2026-07-20T07:00:00,50,"))[0] == "missing_field"
+        assert result(adapter, row("S1,2026-07-20T07:00:00,500,"))[0] == "out_of_range"
+        assert result(adapter, row("S1,2026-07-20T07:00:00,-,"))[0] == "missing_field"
+    for n in range(10):
+        (entity,) = adapter.parse(row(f"S1,2026-07-20T07:00:00,{n + 32},-"))
+        assert entity.data["temperature"] == round((n) * 5 / 9, 6) and "dewPoint" not in entity.data
+        assert len(adapter._ids) <= 2 and all(len(seen) <= 2 for seen in adapter._values.values())
+    assert result(adapter, row("S1,2026-07-20T07:00:00", header="station,time,temp_F"))[0] == "csv_field_count"
+    (short,) = adapter.parse(row("S1,2026-07-20T07:00:00,41", header="station,time,temp_F"))
+    assert short.data["temperature"] == 5.0 and "dewPoint" not in short.data
+
+
+# -- care hubs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", ["heart_rate", " heart_rate", "HEART_RATE", "", "  ", 5, None, ["fall_detected"]])
+def test_care_events_outside_the_known_names_are_refused_as_before(event: Any) -> None:
+    body = {"hub": "H-1", "resident": "R-1", "event": event, "value": 60, "at": "2026-11-20T03:12:44+01:00"}
+    got = result(CareHubAdapter(), RawMessage(payload=orjson.dumps(body), source="t", received_at=RECEIVED))
+    if event == "heart_rate":
+        assert got[0][0]["numValue"] == 60
+    else:
+        assert isinstance(got, tuple) and got[0] in {"unknown_event", "missing_field", "wrong_type"}
+
+
+def test_values_compare_as_numbers_of_their_own_type() -> None:
+    """The value tables are keyed by text: '50' and '50.0' are different texts of different types."""
+    adapter = _ul_adapter()
+    (whole,) = adapter.parse(ul("t|50"))
+    (decimal,) = adapter.parse(ul("t|50.0"))
+    assert isinstance(whole.data["temperature"], int) and isinstance(decimal.data["temperature"], float)
+    assert not math.isnan(decimal.data["temperature"])
+
+
+# -- The Things Stack uplinks -------------------------------------------------------------------------
+
+
+def test_ttn_readings_converted_once_keep_their_type_and_sign(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ttn_v3, "CONVERTED_KEPT", 3)
+    warm = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config())
+    readings: list[dict[str, Any]] = [
+        {"pm10": 50, "humidity": 50}, {"pm10": 50.0, "humidity": 50.0}, {"pm10": 0.0, "humidity": 0},
+        {"pm10": -0.0, "humidity": -0.0}, {"pm10": 0, "humidity": 0.0}, {"pm10": 1e300}, {"pm10": -1},
+        {"pm10": 12.5, "humidity": 101}, {"pm10": 12.5, "humidity": 100}, {"pm10": True}, {"pm10": "7"},
+        {"pm10": 10**19}, {"pm10": 3, "pm2_5": 3.0, "battery": 55}, {"battery": 55.0}, {"battery": 0.0},
+    ]
+    for decoded in readings * 2:
+        doc = ttn_message(uplink(decoded))
+        fresh = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config())
+        got, expected = result(warm, doc), result(fresh, doc)
+        if isinstance(expected, tuple):
+            assert got == expected
+        else:  # through orjson: 50 and 50.0, 0.0 and -0.0 are told apart
+            assert orjson.dumps([e for e, _ in got]) == orjson.dumps([e for e, _ in expected]), decoded
+    assert all(len(target.converted) <= 3 for target in warm._profiles["default"].targets.values())
