@@ -98,14 +98,26 @@ def _parse_text(value: str, *, field: str, zone: ZoneInfo | None) -> datetime:
                 field=field,
             )
         return localize(parsed, zone, field=field, raw=value)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # "0001-01-01T00:00:00+01:00": the UTC instant is before year 1
+        raise _out_of_range(field, value) from exc
+
+
+def _out_of_range(field: str, value: str) -> InvalidRecordError:
+    return InvalidRecordError(
+        "invalid_timestamp", f"'{field}' {value[:64]!r} is outside the years 1 to 9999 in UTC", field=field
+    )
 
 
 def localize(naive: datetime, tz: ZoneInfo, *, field: str, raw: str) -> datetime:
     """Attach ``tz`` to a wall-clock time, refusing times that DST makes ambiguous or impossible."""
     early = naive.replace(tzinfo=tz, fold=0)
     late = naive.replace(tzinfo=tz, fold=1)
-    roundtrip = early.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    try:
+        roundtrip = early.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    except OverflowError as exc:
+        raise _out_of_range(field, raw) from exc
     if roundtrip != naive:
         raise InvalidRecordError(
             "nonexistent_local_time",

@@ -65,3 +65,18 @@ def test_garbage_is_refused_with_a_reason(value: object, reason: str) -> None:
 def test_unknown_zone_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="Mars/Olympus"):
         zone("Mars/Olympus")
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_instants_outside_the_utc_range_are_record_errors(text: str) -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        parse_instant(text, field="at", zone=None)
+    assert caught.value.reason == "invalid_timestamp"
+    assert "outside the years 1 to 9999" in caught.value.detail
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00", "9999-12-31T23:59:59"])
+def test_local_times_outside_the_utc_range_are_record_errors(text: str) -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        parse_instant(text, field="from", zone=zone("America/New_York" if text.startswith("9") else "Asia/Tokyo"))
+    assert caught.value.reason == "invalid_timestamp"
