@@ -46,3 +46,17 @@ def test_golden_outputs(name: str) -> None:
 ])
 def test_awkward_values(entities: list[dict[str, Any]]) -> None:
     _assert_same(entities, ["x", "y", "location_lon", "location_lat"])
+
+
+def test_nested_subclasses_and_other_mappings() -> None:
+    """Values that are dict or list subclasses count as nested; entities that are not plain dicts work too."""
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    class Readings(list[int]):
+        pass
+
+    entities: list[Any] = [{"x": OrderedDict(a=1), "y": 1}, {"x": 3, "y": Readings([1])}, {"x": 4.5, "y": 2}]
+    _assert_same(entities, ["x", "y"])
+    proxies = [MappingProxyType(e) for e in entities]
+    assert frame_columns(proxies, ["x", "y"]) == {"x": [None, 3, 4.5], "y": [1, None, 2]}
