@@ -64,6 +64,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 
 
 SQLITE_CACHE_KIB = 64 * 1024
+SQLITE_CHECKPOINT_PAGES = 16 * 1024
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -75,6 +76,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # thousand rows, and every batch insert then re-reads index pages; 64 MiB is an upper bound per
     # connection (pages are allocated as they are used)
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    # Checkpoint the WAL into the database every 64 MiB instead of every 4 MiB (SQLite's default): a
+    # batch of 20,000 entities writes more than 4 MiB, so by default every commit also ran a checkpoint
+    # (all its pages written a second time, two fsyncs) — 4 to 5 µs of ~55 per ingested record. Index
+    # pages that several batches touch are now copied once. After a checkpoint the WAL file is cut
+    # back to 64 MiB. Durability is unchanged (WAL, synchronous=NORMAL).
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_CHECKPOINT_PAGES * 4096}")
     cursor.close()
 
 
