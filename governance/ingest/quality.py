@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -106,7 +106,10 @@ def frame_columns(entities: Sequence[Mapping[str, Any]], columns: Sequence[str])
             data[column] = [_coordinate(e, 0 if column == "location_lon" else 1) for e in entities]
             continue
         # the common case at C speed: values looked up column-wise, then one check for nested ones
-        values = list(map(dict.get, entities, repeat(column))) if plain else [e.get(column) for e in entities]
+        values: list[Any] = (
+            list(map(dict.get, cast("list[dict[str, Any]]", entities), repeat(column))) if plain
+            else [e.get(column) for e in entities]
+        )
         kinds = set(map(type, values))
         if any(issubclass(kind, dict | list) for kind in kinds):
             values = [None if isinstance(v, dict | list) else v for v in values]
