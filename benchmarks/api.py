@@ -29,6 +29,9 @@ this process (asyncio + httpx, ``--concurrency`` connections):
 * ``--query-layer fixed`` swaps the query layer for ``FixedQueryLayer`` (ten fixed records, no policy, no
   reads) in both modes: what the API layer alone sustains.
 
+The server logs at ``WARNING`` unless ``--log-level INFO`` (the served default: one JSON line a request, on the
+server's stderr, which goes to a temporary file).
+
 Besides req/s and latency, each small-query run reports the **server's CPU time per request** (user + system
 of the uvicorn process and its children, from ``/proc``, over the timed loop): on a machine shared with the load
 generator and other work it is steadier than req/s.
@@ -241,27 +244,30 @@ def server(target: str, env: dict[str, str], workers: int) -> Iterator[tuple[str
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise SystemExit(f"server did not start: {err[-3000:]}")
-            time.sleep(0.2)
-        yield base, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    # the server's log goes to a file, not a pipe: at INFO (a line a request) an unread pipe would fill and stall it
+    with tempfile.TemporaryFile() as log_file:
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file)
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_file.seek(0)
+                    err = log_file.read().decode(errors="replace")
+                    raise SystemExit(f"server did not start: {err[-3000:]}")
+                time.sleep(0.2)
+            yield base, proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # --- load ---------------------------------------------------------------------------------------------------
@@ -400,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, default=5000)
     parser.add_argument("--query-layer", choices=["sharing", "fixed"], default="sharing",
                         help="the real QueryService, or fixed answers (the API layer alone; no export)")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the server's CITYGOV_LOG_LEVEL (INFO: one JSON line per request, the served default)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         signers = prepare(settings, args.small_records, args.export_records)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYGOV_")}
         env.update({"CITYGOV_DATA_DIR": str(data_dir), "CITYGOV_DATABASE_URL": url, "CITYGOV_MASTER_KEY": MASTER_KEY,
-                    "CITYGOV_DEV_MODE": "false", "CITYGOV_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+                    "CITYGOV_DEV_MODE": "false", "CITYGOV_LOG_LEVEL": args.log_level, "PYTHONPATH": str(ROOT),
                     "CITYGOV_QUERY_MAX_PAGE_SIZE": str(args.page_size)})
         small: list[LoadResult] = []
         exports: list[ExportResult] = []

@@ -57,6 +57,7 @@ from governance.policy.service import stage_for
 from governance.protect.keyring import Keyring
 from governance.retention import run_periodically
 from governance.sharing.decisions import HeldDecisions, holding_decisions
+from governance.sharing.reader import SharedReads, sharing_reads
 from governance.store.db import create_db_engine, init_schema
 
 log = logging.getLogger("citygov.api")
@@ -357,6 +358,13 @@ def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: 
     quota or a privacy budget, which a replayed token must not reach.
     """
     facts = RequestFacts.from_scope(scope)
+    # the key lookup, the agreements register and the rows share one pooled connection, given back before the write
+    with sharing_reads(state.engine) as reads:
+        return _answer_authenticated(state, scope, authorization, body, facts, reads)
+
+
+def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None, body: bytes,
+                          facts: RequestFacts, reads: SharedReads) -> Response:
     try:
         caller = state.authenticate(scope, authorization, body, claim=False)
     except SignedRequestError as failure:
@@ -382,6 +390,7 @@ def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: 
             return _reply_response(error_reply(failure), facts.request_id)
         except Exception as exc:
             answer.refused(exc, facts)
+    reads.close()
     try:
         state.write_request(caller, lambda: answer.entry(facts, caller, held), claim=not claimed, held=held)
     except SignedRequestError as failure:  # the jti was recorded first, by an earlier or a racing request

@@ -28,6 +28,7 @@ from governance.api.tables import DEPARTMENT, DEPARTMENT_KEY, REQUEST_ID, ensure
 from governance.audit.entries import AuditEvent
 from governance.audit.log import AuditLog
 from governance.errors import InvalidRequestError, NotFoundError
+from governance.sharing.driver import DriverStatement
 from governance.sharing.reader import reading
 
 DEPARTMENT_CHANGE = "department.change"
@@ -103,6 +104,9 @@ _LOOKUP_KEY = (
 _LOOKUP_KEY_AND_JTI = _LOOKUP_KEY.add_columns(
     exists().where(REQUEST_ID.c.iss == DEPARTMENT.c.name, REQUEST_ID.c.jti == bindparam("jti")).label("jti_seen"))
 """The same, and whether the key's owner has used the request id ``jti`` (one statement for both)."""
+_LOOKUP_KEY_RUN = DriverStatement(_LOOKUP_KEY)
+_LOOKUP_KEY_AND_JTI_RUN = DriverStatement(_LOOKUP_KEY_AND_JTI)
+"""Run on the driver's cursor (every request runs one: ``governance.sharing.driver``)."""
 
 
 class DepartmentRegistry:
@@ -193,21 +197,22 @@ class DepartmentRegistry:
         ``jti_seen`` tells whether the owner's request id ``jti`` is in the replay store (a read)."""
         with reading(self.engine) as conn:
             if jti is None:
-                row = conn.execute(_LOOKUP_KEY, {"kid": kid}).first()
+                row = _LOOKUP_KEY_RUN.first(conn, {"kid": kid})
             else:
-                row = conn.execute(_LOOKUP_KEY_AND_JTI, {"kid": kid, "jti": jti}).first()
+                row = _LOOKUP_KEY_AND_JTI_RUN.first(conn, {"kid": kid, "jti": jti})
         if row is None:
             return None
+        alg, jwk, status, name, kind, purposes, roles = row[:7]
         parsed = self._parsed.get(kid)
         if parsed is None:
-            parsed = parse_jwk(dict(row.jwk))
-            if parsed.kid != kid or parsed.alg != row.alg:
+            parsed = parse_jwk(dict(jwk))
+            if parsed.kid != kid or parsed.alg != alg:
                 raise InvalidRequestError(f"registered key {kid} does not match its JWK (the registry was altered)")
             with self._lock:
                 self._parsed[kid] = parsed
-        return RegisteredKey(kid=kid, alg=parsed.alg, key=parsed.key, status=row.status, department=row.name,
-                             kind=row.kind, purposes=tuple(row.purposes), roles=tuple(row.roles),
-                             jti_seen=bool(jti is not None and row.jti_seen))
+        return RegisteredKey(kid=kid, alg=parsed.alg, key=parsed.key, status=status, department=name,
+                             kind=kind, purposes=tuple(purposes), roles=tuple(roles),
+                             jti_seen=bool(jti is not None and row[7]))
 
     # --- internals ----------------------------------------------------------------------------------------
 

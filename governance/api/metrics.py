@@ -8,8 +8,10 @@ scrape each worker (or run one worker per container) — see docs/api.md.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import accumulate
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -32,6 +34,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
         self._histogram: dict[Labels, list[float]] = {}
+        """Per route: observations in each bucket alone (cumulated when rendered), the last one over every bound."""
         self._sums: dict[Labels, float] = defaultdict(float)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
@@ -47,10 +50,7 @@ class Metrics:
             counts = self._histogram.get(timing)
             if counts is None:
                 counts = self._histogram[timing] = [0.0] * (len(BUCKETS) + 1)
-            for index, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    counts[index] += 1
-            counts[-1] += 1
+            counts[bisect_left(BUCKETS, seconds)] += 1  # the first bucket with seconds <= bound (+Inf last)
             self._sums[timing] += seconds
 
     def value(self, name: str, **labels: str) -> float:
@@ -65,10 +65,10 @@ class Metrics:
                 lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
                 if kind == "histogram":
                     for labels, counts in sorted(self._histogram.items()):
-                        for bound, count in zip((*map(_number, BUCKETS), "+Inf"), counts, strict=True):
+                        for bound, count in zip((*map(_number, BUCKETS), "+Inf"), accumulate(counts), strict=True):
                             lines.append(f"{name}_bucket{_labels((*labels, ('le', bound)))} {_number(count)}")
                         lines.append(f"{name}_sum{_labels(labels)} {self._sums[labels]!r}")
-                        lines.append(f"{name}_count{_labels(labels)} {_number(counts[-1])}")
+                        lines.append(f"{name}_count{_labels(labels)} {_number(sum(counts))}")
                     continue
                 for labels, amount in sorted(self._counters.get(name, {}).items()):
                     lines.append(f"{name}{_labels(labels)} {_number(amount)}")

@@ -86,10 +86,11 @@ class ApiMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.state.metrics.observe_request(scope["method"], route, status[0], elapsed)
-            log.info("request", extra={
-                "request_id": request_id, "method": scope["method"], "route": route, "path": scope["path"],
-                "status": status[0], "duration_ms": round(elapsed * 1000, 2), "caller": context.get("caller"),
-            })
+            if log.isEnabledFor(logging.INFO):  # the line's fields are built only when it is written
+                log.info("request", extra={
+                    "request_id": request_id, "method": scope["method"], "route": route, "path": scope["path"],
+                    "status": status[0], "duration_ms": round(elapsed * 1000, 2), "caller": context.get("caller"),
+                })
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         limit = self.state.settings.api_max_body_bytes

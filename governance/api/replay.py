@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from governance.api.tables import REQUEST_ID, ensure_tables
 from governance.audit.log import local_writer
+from governance.sharing.driver import DriverStatement
 
 
 class ReplayStore:
@@ -27,10 +28,11 @@ class ReplayStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-        self._claim = (insert(REQUEST_ID).values(iss=bindparam("iss"), jti=bindparam("jti"),
-                                                 expires_at=bindparam("expires_at"))
-                       .on_conflict_do_nothing(index_elements=["iss", "jti"]).returning(REQUEST_ID.c.jti))
-        """Built once: one row or none, and the row's jti when it went in."""
+        self._claim = DriverStatement(
+            insert(REQUEST_ID).values(iss=bindparam("iss"), jti=bindparam("jti"), expires_at=bindparam("expires_at"))
+            .on_conflict_do_nothing(index_elements=["iss", "jti"]).returning(REQUEST_ID.c.jti))
+        """Built once, run on the driver's cursor in the caller's transaction: one row or none, and the row's jti
+        when it went in."""
         ensure_tables(engine)
 
     def claim(self, iss: str, jti: str, expires_at: int) -> bool:
@@ -40,7 +42,7 @@ class ReplayStore:
 
     def claim_in(self, conn: Connection, iss: str, jti: str, expires_at: int) -> bool:
         """Record ``(iss, jti)`` in ``conn``'s transaction (it counts once that commits); False for a replay."""
-        inserted = conn.execute(self._claim, {"iss": iss, "jti": jti, "expires_at": expires_at}).first()
+        inserted = self._claim.first(conn, {"iss": iss, "jti": jti, "expires_at": expires_at})
         return inserted is not None
 
     def purge(self, now: int) -> int:

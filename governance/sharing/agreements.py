@@ -44,12 +44,14 @@ from governance.policy.bundle import (
 from governance.policy.documents import Basis
 from governance.policy.errors import PolicyBundleError
 from governance.policy.model import Obligation
+from governance.sharing.driver import DriverStatement
 from governance.sharing.reader import reading
 from governance.sharing.tables import AgreementRecord, ensure_tables
 
 _TABLE: Table = AgreementRecord.__table__  # type: ignore[attr-defined]
 _OVERLAY = select(_TABLE.c.agreement_id, _TABLE.c.status, _TABLE.c.document).order_by(_TABLE.c.agreement_id)
 """The whole register, read by every data request (built once)."""
+_OVERLAY_RUN = DriverStatement(_OVERLAY)
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
 """Parties: the same alphabet as per-recipient pseudonym keys (``governance.protect.pseudonym``)."""
@@ -222,8 +224,8 @@ class AgreementRegistry:
     def overlay(self) -> dict[str, dict[str, Any] | None]:
         """The register as the bundle takes it: active agreements by id, revoked ones as ``None``."""
         with reading(self.engine) as conn:
-            return {row.agreement_id: (dict(row.document) if row.status == "active" else None)
-                    for row in conn.execute(_OVERLAY)}
+            return {agreement_id: (dict(document) if status == "active" else None)
+                    for agreement_id, status, document in _OVERLAY_RUN.rows(conn, {})}
 
     def revision_with(self, overlay: AgreementOverlay, *, store: bool = False) -> str:
         """Check the documents with ``overlay`` (``InvalidRequestError`` naming the problem); the revision."""

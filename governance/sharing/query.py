@@ -505,8 +505,10 @@ class QueryService:
         entities = [row.data for row in chunk]
         subject = dataset.subject_property
         sealed = {name for e in entities for name in released if is_sealed(e.get(name))}
-        if subject is None or not sealed:
-            return self._unsealed(entities, released)
+        if not sealed:  # nothing released is sealed: the entities as they are (what _unsealed would find)
+            return list(entities)
+        if subject is None:
+            raise StorageError("a released value is still sealed; nothing is released")
         times = [row.observed_at for row in chunk]
         try:
             opened = self.protector.reveal(entities, fields=sealed, subject_property=subject, observed_at=times)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, bindparam, func, or_, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, or_, select
 
+from governance.sharing.driver import DriverStatement
 from governance.store.entities import as_utc
 from governance.store.tables import EntityRecord
 
@@ -26,11 +28,67 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for a read of one statement. On PostgreSQL it runs in autocommit: no ``BEGIN`` before the
     statement and no ``ROLLBACK`` when the connection goes back to the pool (two of the four round trips of a
     pooled read; a rollback also drops the connection's prepared statements). One statement sees the data
-    committed when it starts, exactly as inside a READ COMMITTED transaction."""
+    committed when it starts, exactly as inside a READ COMMITTED transaction.
+
+    Inside :func:`sharing_reads` for ``engine`` (this thread or task) every such read uses the block's one
+    connection instead of taking one from the pool and giving it back each time."""
+    shared = _SHARED.get()
+    if shared is not None and shared.engine is engine:
+        with shared.use() as conn:
+            yield conn
+        return
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+class SharedReads:
+    """One pooled connection for the reads of one request, taken at its first read (see :func:`sharing_reads`)."""
+
+    __slots__ = ("conn", "engine")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Connection]:
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = self.engine.connect()
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield conn
+        except BaseException:
+            self.close()  # a failed read may leave the connection in any state: the next read takes a fresh one
+            raise
+
+    def close(self) -> None:
+        """Give the connection back to the pool (if one was taken)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
+_SHARED: ContextVar[SharedReads | None] = ContextVar("citygov_shared_reads", default=None)
+
+
+@contextlib.contextmanager
+def sharing_reads(engine: Engine) -> Iterator[SharedReads]:
+    """Within this block (this thread or task), the single-statement reads of :func:`reading` on ``engine`` share
+    one connection, given back to the pool when the block ends: a request's key lookup, agreements register and
+    rows then cost one pool checkout instead of three. Every read is still its own statement, committed data as
+    of its start (SQLite runs reads without ``BEGIN``; PostgreSQL in autocommit): nothing else changes.
+    ``close()`` on what it yields gives the connection back early (a later read in the block takes another)."""
+    shared = SharedReads(engine)
+    token = _SHARED.set(shared)
+    try:
+        yield shared
+    finally:
+        _SHARED.reset(token)
+        shared.close()
 
 
 @dataclass(frozen=True)
@@ -59,26 +117,34 @@ def read_rows(engine: Engine, where: RowFilter, *, after: int, limit: int) -> li
     otherwise walk the whole dataset in primary-key order through the dataset index, so there the dataset
     test is written so that no index serves it (``coalesce`` of a NOT NULL column: the same rows).
     """
-    query = _statement(engine.dialect.name, where.observed_from is not None, where.observed_to is not None,
-                       where.entity_ids is not None)
+    ids = sorted(where.entity_ids) if where.entity_ids is not None else None
+    query = _driver_statement(engine.dialect.name, where.observed_from is not None, where.observed_to is not None,
+                              None if ids is None else len(ids))
     params: dict[str, Any] = {"dataset": where.dataset, "after": after, "now": where.now, "limit": limit}
     if where.observed_from is not None:
         params["observed_from"] = where.observed_from
     if where.observed_to is not None:
         params["observed_to"] = where.observed_to
-    if where.entity_ids is not None:
-        params["entity_ids"] = sorted(where.entity_ids)
+    if ids is not None:
+        params.update(zip(_id_names(len(ids)), ids, strict=True))
     with reading(engine) as conn:
         return [
-            StoredRow(int(row.pk), row.entity_id, row.entity_type, as_utc(row.observed_at),
-                      dict(row.data) if isinstance(row.data, dict) else {}, row.subject)
-            for row in conn.execute(query, params)
+            StoredRow(int(pk), entity_id, entity_type, as_utc(observed_at),
+                      data if isinstance(data, dict) else {}, subject)
+            for pk, entity_id, entity_type, observed_at, data, subject in query.rows(conn, params)
         ]
 
 
-@lru_cache(maxsize=32)
-def _statement(dialect: str, observed_from: bool, observed_to: bool, entity_ids: bool) -> Select[Any]:
-    """The statement of one filter shape, built once: every value is a bound parameter."""
+@lru_cache(maxsize=1024)
+def _id_names(count: int) -> tuple[str, ...]:
+    return tuple(f"entity_id_{i}" for i in range(count))
+
+
+@lru_cache(maxsize=256)
+def _driver_statement(dialect: str, observed_from: bool, observed_to: bool, ids: int | None) -> DriverStatement:
+    """The statement of one filter shape (and number of ids), compiled once: every value is a bound parameter
+    (the ids too: ``entity_id IN (:entity_id_0, …)``, one statement per count)."""
+    entity_ids = ids is not None
     dataset = func.coalesce(_TABLE.c.dataset, "") if entity_ids and dialect == "sqlite" else _TABLE.c.dataset
     query = (
         select(_TABLE.c.pk, _TABLE.c.entity_id, _TABLE.c.entity_type, _TABLE.c.observed_at, _TABLE.c.data,
@@ -92,6 +158,6 @@ def _statement(dialect: str, observed_from: bool, observed_to: bool, entity_ids:
         query = query.where(_TABLE.c.observed_at >= bindparam("observed_from"))
     if observed_to:
         query = query.where(_TABLE.c.observed_at < bindparam("observed_to"))
-    if entity_ids:
-        query = query.where(_TABLE.c.entity_id.in_(bindparam("entity_ids", expanding=True)))
-    return query
+    if ids is not None:
+        query = query.where(_TABLE.c.entity_id.in_([bindparam(name) for name in _id_names(ids)]))
+    return DriverStatement(query)
