@@ -13,12 +13,21 @@ from governance.store.tables import IngestMessage
 _TABLE = IngestMessage.__table__  # type: ignore[attr-defined]
 #: Keep IN lists well under every driver's parameter limit.
 _CHUNK = 900
+#: Fingerprints per array lookup on PostgreSQL.
+_ARRAY_CHUNK = 10_000
 
 
 def known_fingerprints(conn: Connection, fingerprints: Iterable[str]) -> dict[str, str]:
     """The status of each fingerprint already in the ledger."""
     wanted = list(dict.fromkeys(fingerprints))
     found: dict[str, str] = {}
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        # one array parameter per query: a statement with hundreds of placeholders costs PostgreSQL
+        # ~10 µs per value to bind and plan, an array of text ~1 µs
+        for start in range(0, len(wanted), _ARRAY_CHUNK):
+            chunk = wanted[start : start + _ARRAY_CHUNK]
+            found.update(conn.exec_driver_sql(_array_lookup(conn), (chunk,)).fetchall())
+        return found
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         found.update(conn.exec_driver_sql(_lookup(conn, len(chunk)), tuple(chunk)).fetchall())
@@ -49,6 +58,15 @@ def _lookup(conn: Connection, count: int) -> str:
         )
         _LOOKUPS[key] = statement
     return statement
+
+
+def _array_lookup(conn: Connection) -> str:
+    """``SELECT fingerprint, status … WHERE fingerprint = ANY(%s)``: the fingerprints as one text array."""
+    preparer = conn.dialect.identifier_preparer
+    return (
+        f"SELECT {preparer.quote('fingerprint')}, {preparer.quote('status')} FROM {preparer.format_table(_TABLE)} "
+        f"WHERE {preparer.quote('fingerprint')} = ANY(%s::text[])"
+    )
 
 
 def add_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -109,6 +109,18 @@ def test_ledger_lookup_in_chunks(engine: Engine) -> None:
     assert found == {f"{n:064x}": "stored" if n % 2 else "quarantined" for n in range(0, 2000, 3)}
 
 
+def test_ledger_lookup_beyond_one_array(engine: Engine) -> None:
+    """More fingerprints than one lookup takes (PostgreSQL: one text array of 10,000; SQLite: IN lists of 900)."""
+    rows = [{"fingerprint": f"{n:064x}", "adapter": "a", "status": "stored", "received_at": FIXED_NOW,
+             "entity_count": 1} for n in range(0, 24_000, 2)]
+    with engine.begin() as conn:
+        ledger.add_messages(conn, rows)
+    wanted = [f"{n:064x}" for n in range(24_000)] + ["'); DROP TABLE ingest_message; --"]
+    with engine.connect() as conn:
+        found = ledger.known_fingerprints(conn, wanted)
+    assert found == {f"{n:064x}": "stored" for n in range(0, 24_000, 2)}
+
+
 def test_rows_the_fast_path_does_not_know_go_through_sqlalchemy(engine: Engine) -> None:
     # a later row without a column: SQLAlchemy's own error, as before
     rows = _rows(3)
