@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import pytest
@@ -38,7 +38,7 @@ class RealClock:
         return datetime.now(UTC)
 
 
-def _unavailable(why: str) -> None:
+def _unavailable(why: str) -> NoReturn:
     if REQUIRE_SERVICES:
         pytest.fail(f"node interop unavailable ({why}); CITYGOV_REQUIRE_SERVICES is set")
     pytest.skip(f"node interop unavailable ({why})")
@@ -77,7 +77,7 @@ def node(node_dir: Path, command: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[ApiHarness]:
     settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'store.db'}",
-                        master_key=b64(KEY_V1), dev_mode=False)  # type: ignore[arg-type]
+                        master_key=b64(KEY_V1), dev_mode=False)
     engine: Engine = create_db_engine(settings.resolved_database_url())
     init_schema(engine)
     try:

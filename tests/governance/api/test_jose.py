@@ -3,6 +3,8 @@ response signature format, and the canonical URL rule of ``htu``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -19,9 +21,8 @@ RFC8037_JWK = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvP
 RFC8037_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
 
 
-def pem(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+def pem(key: Any) -> bytes:
+    return bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def test_the_rfc_8037_thumbprint_vector() -> None:

@@ -64,7 +64,7 @@ def running(command: list[str], env: dict[str, str], port: int, *, startup: floa
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""  # type: ignore[union-attr]
+                err = proc.stderr.read().decode() if proc.stderr else ""
                 pytest.fail(f"server did not start (exit {proc.returncode}): {err[-2000:]}")
             time.sleep(0.1)
         yield proc
