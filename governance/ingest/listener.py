@@ -84,6 +84,7 @@ class Listener:
         self.report = IngestReport()
         self.stop_event = threading.Event()
         self.subscribed = threading.Event()
+        self._refused: str | None = None
         self._inbox: queue.Queue[_Delivery] = queue.Queue()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -110,7 +111,10 @@ class Listener:
                       _props: object) -> None:
         """The broker's SUBACK: from now on messages on the topic reach this session (not before)."""
         if any(getattr(reason, "is_failure", False) for reason in reasons):
-            log.error("broker refused the subscription to %s: %s", self.topic, ", ".join(map(str, reasons)))
+            # nothing would ever arrive: stop, and say why (run() raises), rather than listen to nothing
+            self._refused = f"the broker refused the subscription to {self.topic!r}: {', '.join(map(str, reasons))}"
+            log.error(self._refused)
+            self.stop_event.set()
             return
         self.subscribed.set()
         log.info("subscribed to %s on %s:%s", self.topic, self.address.host, self.address.port)
@@ -137,6 +141,8 @@ class Listener:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+        if self._refused is not None:
+            raise ConfigurationError(self._refused)
         return self.report
 
     def _collect(self) -> list[_Delivery]:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from governance.config import Settings
+from governance.store.db import create_db_engine, init_schema
 from tests.governance.api.support import ApiHarness, StandInQueryService, harness
 from tests.governance.protect.support import Clock, settings_with_key
 
@@ -25,3 +26,12 @@ def api_settings(settings: Settings) -> Settings:
 @pytest.fixture
 def api(api_settings: Settings, engine: Engine, clock: Clock) -> Iterator[ApiHarness]:
     yield from harness(api_settings, engine, clock, StandInQueryService())
+
+
+@pytest.fixture
+def second_engine(api_settings: Settings) -> Iterator[Engine]:
+    """Another engine (its own connection pool) on the same database: what a second server process has."""
+    eng = create_db_engine(api_settings.resolved_database_url())
+    init_schema(eng)
+    yield eng
+    eng.dispose()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import orjson
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
@@ -15,7 +13,7 @@ from governance.api.app import create_app
 from governance.api.replay import ReplayStore
 from governance.api.tables import REQUEST_ID
 from governance.config import Settings
-from governance.store.db import create_db_engine, init_schema
+from governance.store.db import create_db_engine
 from tests.governance.api.support import (
     QUERY_PATH,
     QUERY_URL,
@@ -27,15 +25,6 @@ from tests.governance.api.support import (
 from tests.governance.protect.support import Clock
 
 BODY = orjson.dumps({"dataset": "lighting.streetlight", "purpose": "energy", "fields": ["id"], "page_size": 3})
-
-
-@pytest.fixture
-def second_engine(api_settings: Settings) -> Iterator[Engine]:
-    """Another engine (its own connection pool) on the same database: what a second server process has."""
-    eng = create_db_engine(api_settings.resolved_database_url())
-    init_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 def app_on(settings: Settings, engine: Engine, clock: Clock) -> TestClient:

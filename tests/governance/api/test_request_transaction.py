@@ -24,7 +24,7 @@ from governance.audit.verify import verify_log
 from governance.config import Settings
 from governance.sharing import tables as _sharing_tables  # noqa: F401  (registers the register's tables)
 from governance.sharing.quota import RequestQuota
-from governance.store.db import create_db_engine, init_schema
+from governance.store.db import init_schema
 from tests.governance.api.support import (
     QUERY_PATH,
     QUERY_URL,
@@ -49,15 +49,6 @@ def client(api_settings: Settings, engine: Engine, clock: Clock) -> Iterator[Tes
     init_schema(engine)
     with TestClient(create_app(api_settings, engine=engine, clock=clock)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def second_engine(api_settings: Settings) -> Iterator[Engine]:
-    """Another engine (its own pool) on the same database: what a second server process has."""
-    eng = create_db_engine(api_settings.resolved_database_url())
-    init_schema(eng)
-    yield eng
-    eng.dispose()
 
 
 class CommitCounter:

@@ -215,3 +215,32 @@ def test_uncommitted_messages_are_redelivered_to_the_next_session(
     assert second.report.accepted == 6
     assert entities.count_entities(engine) == 6
     engine.dispose()
+
+
+def test_a_refused_subscription_stops_the_listener_with_the_reason(make_listener: Callable[..., Listener]) -> None:
+    """A SUBACK that refuses the topic (e.g. the broker's ACL: 0x87 not authorized) means nothing would ever
+    arrive: the listener stops and ``run`` raises a configuration error naming the topic, instead of
+    listening to nothing. Mosquitto here allows every topic, so the refusal is the broker's reply delivered
+    to the running listener's own callback."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from governance.errors import ConfigurationError
+
+    listener = make_listener()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            listener.run()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert listener.subscribed.wait(10), "listener did not subscribe"
+    listener._on_subscribe(listener._client, None, 1, [ReasonCode(PacketTypes.SUBACK, identifier=0x87)], None)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(failures) == 1 and isinstance(failures[0], ConfigurationError)
+    assert listener.topic in str(failures[0]) and "refused" in str(failures[0])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from governance.config import Settings
 from governance.consent import tables as consent_tables  # noqa: F401  (registers consent tables)
@@ -86,3 +87,19 @@ def observed(n: int) -> datetime:
 
 def keystore_dir(settings: Settings) -> Path:
     return settings.keystore_dir or settings.data_dir / "keys" / "subjects"
+
+
+@contextmanager
+def statements(engine: Engine, containing: str = "") -> Iterator[list[str]]:
+    """The SQL statements (containing ``containing``) that run on ``engine`` while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if containing in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, func, select
 
 from adapters.care_hub import CareHubAdapter
 from governance.assembly import build_pipeline
@@ -32,27 +30,11 @@ from governance.protect.fieldcrypt import NONCE_BYTES, PREFIX, FieldProtector, P
 from governance.protect.tables import SubjectKey
 from tests.conftest import FIXED_NOW
 from tests.governance.ingest.test_pipeline import capture, care_event
-from tests.governance.protect.support import keystore_dir, observation, observed
+from tests.governance.protect.support import keystore_dir, observation, observed, statements
 from tests.governance.protect.test_step import _consent, _rows
 
 _TOKEN = re.compile(r"^enc:v1:[A-Za-z0-9_-]+$")
 _SUBJECT_KEY = SubjectKey.__table__  # type: ignore[attr-defined]
-
-
-@contextmanager
-def key_statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements that touch ``subject_key`` while the block runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "subject_key" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def _raw(token: str) -> bytes:
@@ -158,7 +140,7 @@ def test_a_lookup_reads_the_keys_of_a_batch_once_and_creates_none(
     with engine.connect() as conn:
         rows_before = conn.execute(select(func.count()).select_from(_SUBJECT_KEY)).scalar_one()
     files_before = sorted(keystore_dir(settings).iterdir())
-    with key_statements(engine) as seen:
+    with statements(engine, "subject_key") as seen:
         found = protector.subject_keys.lookup({pseudonym(live), pseudonym(erased), pseudonym(lost), fresh})
     assert len(seen) == 1 and seen[0].lstrip().upper().startswith("SELECT")
     assert set(found.keys) == {pseudonym(live)}
@@ -187,13 +169,13 @@ def test_known_keys_are_used_and_only_missing_subjects_are_looked_up(
     first = protector.protect(entities, plan, observed_at=times)  # creates the three keys
     subjects = {row["refResident"] for row in first}
     found = protector.subject_keys.lookup(subjects)
-    with key_statements(engine) as seen:
+    with statements(engine, "subject_key") as seen:
         again = protector.protect(entities, plan, observed_at=times, known=found.keys)
     assert seen == []  # every key was handed in: no query at all
     opened = protector.reveal(again, fields={"numValue"}, subject_property="refResident", observed_at=times)
     assert [row["numValue"] for row in opened] == [e["numValue"] for e in entities]
     newcomer = [observation(99, resident="R-99")]
-    with key_statements(engine) as seen:
+    with statements(engine, "subject_key") as seen:
         protector.protect(entities + newcomer, plan, observed_at=[*times, observed(99)], known=found.keys)
     assert any("INSERT" in s.upper() for s in seen)  # the new subject's key is made
     assert sum(1 for s in seen if s.lstrip().upper().startswith("SELECT")) == 1  # for it alone
@@ -217,7 +199,7 @@ def test_the_storage_step_reads_subject_keys_once_per_batch(engine: Engine, sett
         assert report.accepted == 4, report
 
     ingest("first.jsonl", 10)  # the residents' keys are made here
-    with key_statements(engine) as seen:
+    with statements(engine, "subject_key") as seen:
         ingest("second.jsonl", 20)  # three groups: observations with and without confidence, an alert
     assert len(seen) == 1, seen
     rows = _rows(engine)

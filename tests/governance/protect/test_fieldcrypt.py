@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from governance.catalog import default_catalog
 from governance.config import Settings
@@ -22,7 +20,7 @@ from governance.protect.pseudonym import Pseudonyms
 from governance.protect.subject_keys import SubjectKeys
 from governance.protect.tables import SubjectKey
 from tests.conftest import FIXED_NOW
-from tests.governance.protect.support import keyring, observation, observed
+from tests.governance.protect.support import keyring, observation, observed, statements
 
 
 def _reveal(protector: FieldProtector, rows: list[dict[str, Any]], plan: ProtectionPlan,
@@ -30,20 +28,6 @@ def _reveal(protector: FieldProtector, rows: list[dict[str, Any]], plan: Protect
     return protector.reveal(rows, fields=plan.encrypt if fields is None else fields,
                             subject_property=plan.subject_property,
                             observed_at=times if times is not None else [observed(i) for i in range(len(rows))])
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_the_schema_plan_pseudonymizes_identifiers_and_encrypts_personal_fields(plan: ProtectionPlan) -> None:

@@ -59,10 +59,8 @@ def _stored(engine: Engine) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.execute(select(*columns).order_by(ENTITY.c.pk))]
 
 
-@pytest.mark.parametrize("extra", [{}, {"subject": "psn:v1:abc", "retain_until": FIXED_NOW, "policy_revision": "r1"},
-                                   {"subject": None, "retain_until": None, "policy_revision": None}])
-def test_same_rows_as_sqlalchemy_insert(engine: Engine, extra: dict[str, Any]) -> None:
-    rows = _rows(40, **extra)
+def _assert_stored_as_sqlalchemy_stores(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """``rows`` written through the fast path read back exactly as SQLAlchemy's own ``insert()`` of them."""
     with engine.begin() as conn:
         conn.execute(ENTITY.insert(), rows)
     expected = _stored(engine)
@@ -71,6 +69,13 @@ def test_same_rows_as_sqlalchemy_insert(engine: Engine, extra: dict[str, Any]) -
     with engine.begin() as conn:
         entities.add_entities(conn, rows)
     assert _stored(engine) == expected
+
+
+@pytest.mark.parametrize("extra", [{}, {"subject": "psn:v1:abc", "retain_until": FIXED_NOW, "policy_revision": "r1"},
+                                   {"subject": None, "retain_until": None, "policy_revision": None}])
+def test_same_rows_as_sqlalchemy_insert(engine: Engine, extra: dict[str, Any]) -> None:
+    rows = _rows(40, **extra)
+    _assert_stored_as_sqlalchemy_stores(engine, rows)
     assert bulk._plan(engine.dialect, ENTITY, tuple(rows[0])) is not None  # the fast path was taken
 
 
@@ -189,11 +194,4 @@ def test_repeated_times_keep_their_own_zone(engine: Engine) -> None:
     for row, moment in zip(rows, times, strict=True):
         row["observed_at"] = moment
         row["received_at"] = moment or utc
-    with engine.begin() as conn:
-        conn.execute(ENTITY.insert(), rows)
-    expected = _stored(engine)
-    with engine.begin() as conn:
-        conn.execute(delete(ENTITY))
-    with engine.begin() as conn:
-        entities.add_entities(conn, rows)
-    assert _stored(engine) == expected
+    _assert_stored_as_sqlalchemy_stores(engine, rows)
