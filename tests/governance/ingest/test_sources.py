@@ -75,3 +75,25 @@ def test_fingerprint_depends_on_adapter_topic_and_bytes(tmp_path: Path) -> None:
     assert a.fingerprint("x") != b.fingerprint("x")
     assert a.fingerprint("x") != a.fingerprint("y")
     assert a.fingerprint("x") == a.fingerprint("x")
+
+
+def test_json_payloads_take_only_their_own_size_in_memory(tmp_path: Path) -> None:
+    """A batch holds every payload until it is stored: a 170-byte event must not occupy orjson's 4 KiB
+    output buffer (the reader copies it into a bytes object of its own size)."""
+    import tracemalloc
+
+    event = {"hub": "H-1029", "resident": "R-55812", "event": "heart_rate", "value": 72, "confidence": 0.98,
+             "at": "2026-11-20T03:20:00+01:00"}
+    path = tmp_path / "capture.jsonl"
+    lines = [orjson.dumps({"topic": f"city/care/hubs/H-{i}/events", "payload": {**event, "value": i}})
+             for i in range(500)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        payloads = [m.payload for m in read_capture_lines(path, received_at=FIXED_NOW, max_bytes=65536)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [orjson.loads(p)["value"] for p in payloads] == list(range(500))
+    assert held < 500 * 1024, f"{held / 500:.0f} bytes per payload"
