@@ -23,7 +23,10 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=256 * 1024, ge=64, description="Messages larger than this are quarantined, not parsed."
     )
-    batch_size: int = Field(default=20_000, ge=1, description="Records per pipeline batch for file ingest.")
+    batch_size: int = Field(
+        default=50_000, ge=1,
+        description="Entities per pipeline batch for file ingest (one transaction, one quality run per type).",
+    )
     quality_checks: bool = Field(default=True, description="Run the Great Expectations suites per batch.")
     dev_mode: bool = Field(default=True, description="Development defaults; production turns this off.")
     log_level: str = Field(default="INFO")

@@ -115,6 +115,26 @@ def test_batches_smaller_than_the_input(engine: Engine, settings: Settings, tmp_
     assert report.accepted == 50 and entities.count_entities(engine) == 50
 
 
+def test_batches_hold_about_the_same_number_of_entities_whatever_the_feed(
+        engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    """A lighting cabinet's message holds many lamps: its batches hold fewer messages, not more entities."""
+    adapter = adapter_class("streetlight-json").from_config_file(SAMPLES / "streetlight-json" / "config.json")
+    lamps = [{"id": f"L-0042-{i:02d}", "state": "ON", "dim": 70, "power_w": 38.5, "energy_wh": 1000 + i,
+              "fault": None} for i in range(9)]
+    cabinets = [{"cabinet": "CAB-0042", "ts": 1795153500000 + n * 900_000, "lamps": lamps, "cabinet_kwh": 5321.7 + n}
+                for n in range(40)]
+    path = capture(tmp_path / "lighting.jsonl", cabinets, topic="city/lighting/cms/CAB-0042/status")
+    small = Pipeline(engine, settings.model_copy(update={"batch_size": 30}), clock=lambda: FIXED_NOW)
+    batches: list[IngestReport] = []
+    messages = adapter.read(path, received_at=FIXED_NOW, max_bytes=settings.max_payload_bytes)
+    total = small.ingest(adapter, messages, on_batch=batches.append)
+    per_record = batches[0].entities / batches[0].accepted
+    assert per_record == 10  # nine lamps and their cabinet
+    assert [b.read for b in batches] == [30] + [3] * 3 + [1]  # 30 records first, then 30 entities a batch
+    assert total.accepted == 40 and total.entities == 400
+    assert entities.count_entities(engine) == 400
+
+
 def test_quality_suite_catches_what_the_schema_lets_through(pipeline: Pipeline, engine: Engine,
                                                              tmp_path: Path) -> None:
     # Two reports of the same counter and interval with different counts: each is valid on its own,
