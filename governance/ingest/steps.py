@@ -6,8 +6,8 @@ Later stages (collection policy, protection) add steps of the same shape between
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from adapters.base import Adapter
 from governance.catalog import SchemaCatalog
@@ -82,16 +82,23 @@ class ValidateStep:
         self.catalog = catalog
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
+        validators: dict[str, Callable[[dict[str, Any]], None]] = {}  # per batch: types repeat
         for record in batch.active():
             try:
                 for entity in record.entities:
-                    if entity.entity_type not in adapter.target_types:
-                        raise InvalidRecordError(
-                            "unexpected_entity_type",
-                            f"adapter {adapter.name} produced {entity.entity_type!r}, "
-                            f"which it does not declare",
-                        )
-                    self.catalog.get(entity.entity_type).validate(entity.data)
+                    data = entity.data
+                    entity_type = data["type"]
+                    if entity_type.__class__ is not str:
+                        entity_type = str(entity_type)
+                    validate = validators.get(entity_type)
+                    if validate is None:
+                        if entity_type not in adapter.target_types:
+                            raise InvalidRecordError(
+                                "unexpected_entity_type",
+                                f"adapter {adapter.name} produced {entity_type!r}, which it does not declare",
+                            )
+                        validate = validators[entity_type] = self.catalog.get(entity_type).validate
+                    validate(data)
             except InvalidRecordError as exc:
                 record.reject(Rejection.from_error(self.name, exc))
 
@@ -105,11 +112,18 @@ class QualityStep:
         self.runner = runner
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
-        by_type: dict[str, list[tuple[Record, ParsedEntity]]] = defaultdict(list)
+        by_type: dict[str, list[tuple[Record, ParsedEntity]]] = {}
+        checked: dict[str, list[tuple[Record, ParsedEntity]] | None] = {}  # type → its members, None: no suite
         for record in batch.active():
             for entity in record.entities:
-                if self.runner.suite_for(entity.entity_type) is not None:
-                    by_type[entity.entity_type].append((record, entity))
+                entity_type = entity.entity_type
+                members = checked.get(entity_type, _UNSEEN)
+                if members is _UNSEEN:
+                    members = checked[entity_type] = (
+                        None if self.runner.suite_for(entity_type) is None else by_type.setdefault(entity_type, [])
+                    )
+                if members is not None:
+                    members.append((record, entity))
         for entity_type, members in by_type.items():
             # records rejected while checking an earlier type are still checked here, so that every
             # failing entity is judged the same way whatever order the types come in
@@ -130,3 +144,6 @@ class QualityStep:
                         field=column,
                     )
                 )
+
+
+_UNSEEN: Any = object()

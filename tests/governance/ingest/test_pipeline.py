@@ -227,6 +227,33 @@ def test_an_adapter_bug_is_quarantined_not_raised(pipeline: Pipeline, engine: En
     assert report.by_reason == {"adapter_error": 1}
 
 
+class ListTypedAdapter(CareHubAdapter):
+    """A plugin that writes its entity type as a list: refused, not a crash (a list cannot key a lookup)."""
+
+    name: ClassVar[str] = "list-typed"
+
+    def parse(self, message: RawMessage) -> list[ParsedEntity]:
+        entities = super().parse(message)
+        for entity in entities:
+            entity.data["type"] = [entity.data["type"]]
+        return entities
+
+
+def test_entities_of_types_an_adapter_does_not_declare_are_quarantined(pipeline: Pipeline, engine: Engine,
+                                                                       tmp_path: Path) -> None:
+    path = capture(tmp_path / "c.jsonl", [care_event(1, event="fall_detected", value=None), care_event(2),
+                                          care_event(3, event="sos_button", value=None)])
+    report = run(pipeline, ExplodingAdapter(), path)  # declares Alert only; a heart rate is an observation
+    assert (report.accepted, report.quarantined) == (2, 1)
+    [row] = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
+    assert row["reason"] == "unexpected_entity_type"
+    assert row["detail"] == "adapter exploding produced 'ResidentObservation', which it does not declare"
+
+    report = run(pipeline, ListTypedAdapter(), capture(tmp_path / "d.jsonl", [care_event(4)]))
+    assert (report.accepted, report.quarantined) == (0, 1)
+    assert report.by_reason == {"unexpected_entity_type": 1}
+
+
 def test_every_shipped_sample_balances(pipeline: Pipeline) -> None:
     for folder in sorted(SAMPLES.iterdir()):
         cls = adapter_class(folder.name)
