@@ -1,13 +1,16 @@
 """The catalog of standard entity schemas in ``schemas/`` and the governance metadata they carry.
 
-Each ``schemas/<Type>.schema.json`` is a JSON Schema (draft-07, compiled once with fastjsonschema for
-the per-record hot path) aligned with a FIWARE Smart Data Model. Besides validation it says, for the
-policies of later stages, which city module and dataset the type belongs to, which property names the
-data subject, and how sensitive every property is (``x-classification``).
+Each ``schemas/<Type>.schema.json`` is a JSON Schema (draft-07) aligned with a FIWARE Smart Data Model,
+compiled once: the per-record hot path runs our own generated verdict-only check
+(:mod:`governance.schema_check`), fastjsonschema's detailed validator says why a record is refused.
+Besides validation it says, for the policies of later stages, which city module and dataset the type
+belongs to, which property names the data subject, and how sensitive every property is
+(``x-classification``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +26,9 @@ from fastjsonschema.ref_resolver import RefResolver
 
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.resources import data_folder
+from governance.schema_check import UnsupportedSchemaError, exclusive, generate_check
+
+log = logging.getLogger(__name__)
 
 NGSI_LD_CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 
@@ -55,7 +61,7 @@ class EntitySchema:
     document: Mapping[str, Any] = field(repr=False)
     _validate: Callable[[Any], Any] = field(repr=False, compare=False)
     _check: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
-    """The hot-path validator (:func:`compile_check`): same verdicts, no error details."""
+    """The hot-path validator (:func:`hot_path_check`): same verdicts, no error details."""
 
     def validate(self, entity: Mapping[str, Any]) -> None:
         """Raise ``InvalidRecordError`` naming the first property that breaks the schema."""
@@ -172,7 +178,8 @@ def load_schema(path: Path) -> EntitySchema:
         raise ConfigurationError(f"schema {path.name}: subjectProperty {subject!r} is not a property")
     try:
         validate = fastjsonschema.compile(document, formats=_FORMATS)
-        check = compile_check(document)
+        # a schema about a person remembers none of the identifiers it has seen (see generate_check)
+        check = hot_path_check(document, remember=subject is None)
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise ConfigurationError(f"schema {path.name} does not compile: {exc}") from exc
     context = meta.get("context") or []
@@ -309,6 +316,20 @@ def _literal(value: str) -> str:
     return repr(value).replace("{", "{{").replace("}", "}}")
 
 
+def hot_path_check(document: Mapping[str, Any], *, remember: bool = True) -> Callable[[Any], Any] | None:
+    """The verdict-only check of ``document``: our own generated code (:mod:`governance.schema_check`,
+    walking the entity's own keys), or fastjsonschema's (:func:`compile_check`) for a schema using
+    something the generator does not implement — or that it fails on, which is logged: slower, never
+    a different verdict."""
+    try:
+        return generate_check(document, _FORMATS, remember=remember)
+    except UnsupportedSchemaError:
+        pass
+    except Exception:  # a generator defect must not stop the catalog loading; the fallback is exact
+        log.warning("schema %s: generated check failed, using fastjsonschema's", document.get("title"), exc_info=True)
+    return compile_check(document)
+
+
 def compile_check(document: Mapping[str, Any]) -> Callable[[Any], Any] | None:
     """A validator that accepts exactly what ``fastjsonschema.compile(document)`` accepts, faster.
 
@@ -351,65 +372,3 @@ def _first_match(node: Any) -> Any:
     if isinstance(branches, list) and "anyOf" not in copy and exclusive(branches):
         copy["anyOf"] = copy.pop("oneOf")
     return copy
-
-
-def exclusive(branches: list[Any]) -> bool:
-    """True when no value can match two of ``branches`` (so "exactly one" means "at least one").
-
-    Proven pairwise, conservatively, from two facts only: the branches declare disjoint ``type``
-    sets (``integer`` counting as a ``number``), or both are objects requiring a property whose
-    ``const``/``enum`` string values do not overlap. Anything else counts as possibly overlapping
-    (number ranges too: a NaN lies in every range, so "exactly one" would refuse it where
-    "at least one" would not).
-    """
-    return all(
-        _disjoint(a, b) for i, a in enumerate(branches) for b in branches[i + 1 :]
-    )
-
-
-def _disjoint(a: Any, b: Any) -> bool:
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return False
-    types_a, types_b = _types(a), _types(b)
-    if types_a is not None and types_b is not None and not types_a & types_b:
-        return True
-    if types_a != {"object"} or types_b != {"object"}:
-        return False
-    required = set(_strings(a.get("required"))) & set(_strings(b.get("required")))
-    for name in required:
-        values_a = _string_values(a, name)
-        values_b = _string_values(b, name)
-        if values_a is not None and values_b is not None and not values_a & values_b:
-            return True
-    return False
-
-
-def _types(schema: dict[str, Any]) -> set[str] | None:
-    declared = schema.get("type")
-    names = [declared] if isinstance(declared, str) else declared
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        return None
-    found = set(names)
-    if "integer" in found:
-        found.add("number")
-    if "number" in found:
-        found.add("integer")
-    return found
-
-
-def _strings(value: Any) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _string_values(schema: dict[str, Any], name: str) -> set[str] | None:
-    """The only values property ``name`` may take under ``schema``, when they are all strings."""
-    properties = schema.get("properties")
-    prop = properties.get(name) if isinstance(properties, dict) else None
-    if not isinstance(prop, dict):
-        return None
-    if "const" in prop:
-        return {prop["const"]} if isinstance(prop["const"], str) else None
-    values = prop.get("enum")
-    if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-        return set(values)
-    return None

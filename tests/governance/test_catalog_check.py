@@ -1,7 +1,8 @@
-"""The hot-path validator (``compile_check``) gives the detailed validator's verdict on every value.
+"""The hot-path validator of each schema (``EntitySchema._check``: our generated check, or where a schema
+needs it the fallback ``compile_check``) gives the detailed validator's verdict on every value.
 
-It is compiled from a transformed copy of each schema (exclusive ``oneOf`` checked as ``anyOf``, simple
-``if``/``not`` as plain conditions, no error details), so it is compared with ``fastjsonschema.compile``
+Both are compiled from the schema by code of ours (the generator of ``governance.schema_check``; for the
+fallback, a transformed copy of the schema), so they are compared with ``fastjsonschema.compile``
 of the schema as shipped: on every golden adapter output, and on a deterministic swarm of mutations of
 them (dropped properties, values of every JSON kind, other geometries, unknown properties, non-objects).
 """
