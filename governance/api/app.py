@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -40,12 +40,12 @@ from governance.api.departments import DepartmentRegistry
 from governance.api.errors import ErrorReply, error_reply
 from governance.api.events import RequestFacts, auth_failed_event, rejection_event, request_event
 from governance.api.metrics import CONTENT_TYPE, Metrics
-from governance.api.middleware import ApiMiddleware
+from governance.api.middleware import DATA_QUERY_PATH, ApiMiddleware
 from governance.api.replay import ReplayStore
 from governance.api.signing import ResponseSigner
 from governance.api.tables import ensure_tables
 from governance.audit.entries import AuditEvent
-from governance.audit.log import AuditLog, local_writer
+from governance.audit.log import AuditLog, local_writer, writer_lock
 from governance.audit.observer import ConsentAuditor
 from governance.audit.router import audit_router
 from governance.config import Settings
@@ -136,10 +136,63 @@ class ApiState:
     """The ``POST /v1/data/query`` route (for the metrics' route label) once the app has it: the middleware then
     calls :meth:`data_query` itself."""
 
+    loop_writer: threading.RLock | None = None
+    """On SQLite, this process's writer lock (``local_writer``): while it is free, a data query is answered on the
+    event loop itself, holding it (see :meth:`data_query`). None on PostgreSQL: every query goes to a thread."""
+    loop_connection: Connection | None = None
+    """The connection the queries answered on the event loop read and write on, kept from one to the next (only
+    the loop's thread touches it, and only while it holds ``loop_writer``); closed when the app stops."""
+
+    def lend_loop_connection(self, reads: SharedReads) -> None:
+        """Hand the loop's kept connection to a request's reads (they take one from the pool if there is none)."""
+        reads.conn, self.loop_connection = self.loop_connection, None
+
+    def keep_loop_connection(self, reads: SharedReads) -> None:
+        """Take the request's connection back for the next one, with nothing begun on it; one that failed (closed
+        or invalidated by an error) goes back to the pool, and the next request takes a fresh one."""
+        conn, reads.conn = reads.conn, None
+        if conn is None:
+            return
+        if conn.closed or conn.invalidated:
+            conn.close()
+            return
+        try:
+            if conn.in_transaction():  # a read through ``Connection.execute`` began one: nothing is held on SQLite
+                conn.rollback()
+            else:
+                driver: Any = conn.connection.dbapi_connection
+                if getattr(driver, "in_transaction", False):  # never left so by this code; never kept so either
+                    driver.rollback()
+        except Exception:
+            conn.close()
+            raise
+        self.loop_connection = conn
+
+    def close_loop_connection(self) -> None:
+        conn, self.loop_connection = self.loop_connection, None
+        if conn is not None:
+            conn.close()
+
     async def data_query(self, scope: Any, body: bytes) -> Response:
-        """Answer a data query (authenticate, parse, run, audit in one worker thread; any error in our format)."""
+        """Answer a data query (authenticate, parse, run, audit; any error in our format).
+
+        On PostgreSQL in one worker thread (a request waits on the network several times). On SQLite the whole
+        request is CPU work — reads never wait in WAL mode and commits do not sync — so when no other thread of
+        this process is writing (the writer lock is free at once) it runs right here on the event loop, holding
+        that lock until it is answered: the hop to a worker thread and back, and the worker threads' fight for
+        the GIL with the loop, cost more CPU than the request itself (~0.4 ms of ~2 ms under uvicorn). When the
+        lock is taken (a retention sweep, a router's write, a query answered in a thread) the request goes to a
+        thread as before and waits there, never on the loop. A writer in *another process* (a second worker, an
+        ingest run) can still make the loop wait on SQLite's own lock for the length of that writer's commit.
+        """
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
         try:
+            lock = self.loop_writer
+            if lock is not None and lock.acquire(blocking=False):
+                try:
+                    return _answer_query(self, scope, authorization, body, writer_held=True)
+                finally:
+                    lock.release()
             # one worker-thread hop for the whole request: every hop is a thread wake-up and a loop wake-up
             return await run_in_threadpool(_answer_query, self, scope, authorization, body)
         except Exception as exc:
@@ -180,15 +233,16 @@ class ApiState:
         return caller
 
     def write_request(self, caller: Caller, entry: Callable[[], AuditEvent], *, claim: bool,
-                      held: HeldDecisions | None = None) -> None:
+                      held: HeldDecisions | None = None, on: Connection | None = None) -> None:
         """The request's one write transaction: its ``jti`` (unless already claimed), the policy decisions held
         for it, then its own entry — built by ``entry`` once the decisions have their sequence numbers.
 
-        Raises ``SignedRequestError("jti_replayed")`` (nothing written) when the ``jti`` is already recorded —
-        by an earlier request or by one racing this one, in this process or another; any other exception means
-        nothing was written either.
+        ``on``: the connection to write on (the request's read connection on SQLite, see :func:`_write_on`),
+        else one from the pool. Raises ``SignedRequestError("jti_replayed")`` (nothing written) when the ``jti``
+        is already recorded — by an earlier request or by one racing this one, in this process or another; any
+        other exception means nothing was written either.
         """
-        with local_writer(self.engine), self.engine.begin() as conn:
+        with local_writer(self.engine), _transaction(self.engine, on) as conn:
             if claim and not self.replay.claim_in(conn, caller.name, caller.jti, caller.expires_at):
                 raise replayed(Claimed(kid=caller.kid, key_owner=caller.name))
             decisions = held.events if held is not None else []
@@ -241,7 +295,7 @@ def create_app(
         settings=settings, engine=engine, audit=audit, signer=signer, registry=registry, replay=replay,
         authenticator=Authenticator(registry, replay, settings, clock=clock),
         backend=backend or sharing_backend(settings, engine, clock=clock),
-        metrics=Metrics(), clock=clock, owns_engine=owns_engine,
+        metrics=Metrics(), clock=clock, owns_engine=owns_engine, loop_writer=writer_lock(engine),
     )
 
     @contextlib.asynccontextmanager
@@ -264,11 +318,12 @@ def create_app(
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
+            state.close_loop_connection()
             if state.owns_engine:
                 state.engine.dispose()
             log.info("api stopped")
 
-    app = FastAPI(
+    app = _ApiApp(
         title="citygov signed data API", version=__version__, lifespan=lifespan,
         description="Signed requests in, signed and audited answers out. See docs/signed-requests.md.",
     )
@@ -290,7 +345,32 @@ def create_app(
                        prefix="/v1/consents")
     _install_openapi(app, state.backend.request_model)
     app.add_middleware(ApiMiddleware, state=state)
+    app.data_query_path = ApiMiddleware(app.framework, state)
     return app
+
+
+class _ApiApp(FastAPI):
+    """FastAPI, with ``POST /v1/data/query`` handed straight to :class:`ApiMiddleware` (``data_query_path``).
+
+    Every other request goes through FastAPI's whole stack (server-error and telemetry middleware, body limit,
+    then ``ApiMiddleware`` and the router). The data query needs none of it: ``ApiMiddleware`` answers that route
+    itself, every error included, in our format (see :mod:`governance.api.middleware`); the layers in between only
+    cost time on each call and on each message sent (a few tens of µs a request)."""
+
+    data_query_path: Any = None
+
+    async def framework(self, scope: Any, receive: Any, send: Any) -> None:
+        """FastAPI's own handling (what ``data_query_path`` would hand on to for any other request)."""
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        fast = self.data_query_path
+        if fast is not None and scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"] == DATA_QUERY_PATH and not scope.get("root_path") and not self.root_path:
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def app_from_env() -> FastAPI:
@@ -348,8 +428,10 @@ async def _data_query(state: ApiState, request: Request) -> Response:
     return await state.data_query(request.scope, await request.body())
 
 
-def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: bytes) -> Response:
-    """Authenticate, parse, run, audit (in a worker thread); the middleware signs what this returns.
+def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: bytes, *,
+                  writer_held: bool = False) -> Response:
+    """Authenticate, parse, run, audit (on the event loop holding the SQLite writer lock — ``writer_held`` —, else
+    in a worker thread); the middleware signs what this returns.
 
     The request writes once: its ``jti``, the policy decision entries held while the query ran and its own
     ``data.request`` entry go in one transaction (``ApiState.write_request``), and the answer — which names
@@ -358,13 +440,20 @@ def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: 
     quota or a privacy budget, which a replayed token must not reach.
     """
     facts = RequestFacts.from_scope(scope)
-    # the key lookup, the agreements register and the rows share one pooled connection, given back before the write
+    # the key lookup, the agreements register and the rows share one pooled connection, given back before the write;
+    # on the event loop (SQLite, writer lock held) the loop's kept connection, which the write then uses too
     with sharing_reads(state.engine) as reads:
-        return _answer_authenticated(state, scope, authorization, body, facts, reads)
+        if not writer_held:
+            return _answer_authenticated(state, scope, authorization, body, facts, reads)
+        state.lend_loop_connection(reads)  # no pool checkout and check-in a request
+        try:
+            return _answer_authenticated(state, scope, authorization, body, facts, reads, writer_held)
+        finally:
+            state.keep_loop_connection(reads)
 
 
 def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None, body: bytes,
-                          facts: RequestFacts, reads: SharedReads) -> Response:
+                          facts: RequestFacts, reads: SharedReads, writer_held: bool = False) -> Response:
     try:
         caller = state.authenticate(scope, authorization, body, claim=False)
     except SignedRequestError as failure:
@@ -390,9 +479,9 @@ def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None
             return _reply_response(error_reply(failure), facts.request_id)
         except Exception as exc:
             answer.refused(exc, facts)
-    reads.close()
     try:
-        state.write_request(caller, lambda: answer.entry(facts, caller, held), claim=not claimed, held=held)
+        state.write_request(caller, lambda: answer.entry(facts, caller, held), claim=not claimed, held=held,
+                            on=_write_on(reads, writer_held))
     except SignedRequestError as failure:  # the jti was recorded first, by an earlier or a racing request
         state.record_auth_failure(scope, failure)
         return _reply_response(error_reply(failure), facts.request_id)
@@ -412,6 +501,36 @@ def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None
         context["decision_id"] = str(reply.decision_id)
     return Response(content, status_code=answer.status, media_type=JSON,
                     headers=dict(reply.headers) if reply else None)
+
+
+def _write_on(reads: SharedReads, writer_held: bool) -> Connection | None:
+    """Where the request's write transaction goes.
+
+    When this thread already holds the process's SQLite writer lock (the request is answered on the event loop,
+    see ``ApiState.data_query``): on the connection its reads used — the loop's kept connection, so no pool
+    checkout at all (SQLite reads run without a transaction, so nothing of the reads is held open). The lock was
+    taken before that connection, as the request's write takes them (lock, then connection). Otherwise (a worker
+    thread, or PostgreSQL, whose reads ran in autocommit) the read connection goes back to the pool first and the
+    write takes one of its own, after the lock, as before: a thread never waits for the lock with the
+    connection its write will use."""
+    conn = reads.conn
+    if writer_held and conn is not None and conn.dialect.name == "sqlite" and not conn.invalidated:
+        return conn
+    reads.close()
+    return None
+
+
+@contextlib.contextmanager
+def _transaction(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    """A transaction on ``conn`` (committed, or rolled back on any exception), else on a pooled connection."""
+    if conn is None:
+        with engine.begin() as own:
+            yield own
+        return
+    if conn.in_transaction():  # a read through ``Connection.execute`` began one: it holds nothing on SQLite
+        conn.rollback()
+    with conn.begin():
+        yield conn
 
 
 _DATA = b'{"data":'

@@ -14,7 +14,9 @@ One pure ASGI middleware (no per-request task or thread of its own):
 - **the data query's fast path**: ``POST /v1/data/query`` goes straight to its handler
   (``ApiState.data_query``), past FastAPI's router, dependency solving and exception middleware, which it
   does not use (it answers every error itself); the route stays registered for the OpenAPI document and
-  for other methods (405).
+  for other methods (405). The app itself (``governance.api.app``) hands that route to this middleware
+  before FastAPI's outer layers (server-error and telemetry middleware, body limit), which it does not use
+  either; every other request comes through them to this middleware as before.
 """
 
 from __future__ import annotations

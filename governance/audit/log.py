@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -37,12 +37,13 @@ from governance.audit.errors import AuditError, AuditKeyError, InvalidAuditEvent
 from governance.audit.keys import LogKeys, PublicKey
 from governance.audit.merkle import EMPTY_ROOT, Frontier, leaf_hash
 from governance.audit.tables import ENTRY, HEAD, HEAD_ID, NODE, TREE_HEAD
-from governance.audit.treehead import TreeHead
+from governance.audit.treehead import TreeHead, tree_head_message
 from governance.config import Settings
 from governance.errors import ConfigurationError
 from governance.protect.errors import ProtectionError
 from governance.protect.keyring import Keyring
 from governance.protect.pseudonym import Pseudonyms, is_pseudonym
+from governance.sharing.driver import DriverStatement, driver_error
 
 NODE_LEVEL_STRIDE = 4
 """Subtree roots are stored at levels 4, 8, 12…; leaf hashes (level 0) live in ``audit_entry``."""
@@ -223,26 +224,30 @@ class AuditLog:
         if entry_rows:
             _insert_entries(conn, entry_rows)
         if node_rows:
-            conn.execute(_INSERT_NODES, node_rows)
+            _INSERT_NODES.execute_many(conn, node_rows)
         tree_head = None
         head_values: dict[str, Any] = {"tree_size": frontier.size, "frontier": frontier.to_bytes(), "root_hash": root}
         if sign:
             timestamp = max(_millis(self.clock()), head.tree_head_ms)
-            tree_head = TreeHead.sign(self.keys, frontier.size, root, timestamp)
-            conn.execute(_INSERT_TREE_HEAD, {
+            # TreeHead.sign, with the key id this log already holds (deriving it costs as much as the signature)
+            signature = self.keys.sign(tree_head_message(frontier.size, timestamp, root, self.key_id))
+            tree_head = TreeHead(frontier.size, root, timestamp, self.key_id, signature)
+            _INSERT_TREE_HEAD.execute(conn, {
                 "tree_size": tree_head.tree_size, "root_hash": tree_head.root_hash,
                 "timestamp_ms": tree_head.timestamp_ms, "key_id": tree_head.key_id,
                 "signature": tree_head.signature,
             })
             head_values["tree_head_ms"] = tree_head.timestamp_ms
-        conn.execute(_SET_HEAD, head_values)
+            _SET_SIGNED_HEAD.execute(conn, head_values)
+        else:
+            _SET_HEAD.execute(conn, head_values)
         return AppendResult(first_seq=first, count=len(entry_rows), tree_head=tree_head)
 
     def _lock_head(self, conn: Connection) -> HeadState:
-        row = conn.execute(_BUMP_HEAD).first()  # the lock, and the head as it is under the lock
+        row = _BUMP_HEAD.first(conn, {})  # the lock, and the head as it is under the lock
         if row is None:
             self._ensure_head(conn)
-            row = conn.execute(_BUMP_HEAD).first()
+            row = _BUMP_HEAD.first(conn, {})
         if row is None:
             raise AuditError("the audit head row vanished during an append")
         head = _head_of(row)
@@ -281,13 +286,15 @@ _ENTRY_COLUMNS = ("seq", "entry", "leaf_hash", "time", "actor", "action", "decis
 def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert entry rows: on PostgreSQL as one statement over arrays (5x faster than executemany)."""
     if conn.dialect.name != "postgresql":
-        conn.execute(_INSERT_ENTRIES, rows)
+        _INSERT_ENTRIES.execute_many(conn, rows)
         return
     columns = tuple([row[c] for row in rows] for c in _ENTRY_COLUMNS)
     driver: Any = conn.connection.driver_connection
     cursor = driver.cursor()
     try:
         cursor.execute(_PG_INSERT_ENTRIES, columns, binary=True)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, driver, cursor, _PG_INSERT_ENTRIES, columns, exc) from exc
     finally:
         cursor.close()
 
@@ -305,25 +312,51 @@ def local_writer(engine: Engine) -> contextlib.AbstractContextManager[Any]:
     only around a transaction of one's own (never while holding another write transaction open); other
     processes still wait on SQLite itself. A no-op on PostgreSQL.
     """
+    lock = writer_lock(engine)
+    return contextlib.nullcontext() if lock is None else lock
+
+
+def writer_lock(engine: Engine) -> threading.RLock | None:
+    """The lock :func:`local_writer` takes for ``engine`` (re-entrant, one per engine); None on PostgreSQL."""
     if engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
-    with _WRITERS_GUARD:
-        lock = _WRITERS.get(engine)
-        if lock is None:
-            lock = _WRITERS[engine] = threading.RLock()
+        return None
+    lock = _WRITERS.get(engine)
+    if lock is None:
+        with _WRITERS_GUARD:
+            lock = _WRITERS.get(engine)
+            if lock is None:
+                lock = _WRITERS[engine] = threading.RLock()
     return lock
 
 
-# Built once (statements are immutable): building them anew costs more than running them on SQLite (inserts too:
-# each new insert() is a new cache key to compute).
+# Built once (statements are immutable) and run on the driver's cursor of the caller's connection, inside its
+# transaction (``governance.sharing.driver``): an append's four or five statements then cost what the database
+# takes to run them, not SQLAlchemy's per-execute work (cache key, execution context, result, events), which on
+# SQLite is more than the statements themselves. Same SQL, same bound values, same errors (``DBAPIError``).
 _HEAD_COLUMNS = (HEAD.c.tree_size, HEAD.c.frontier, HEAD.c.root_hash, HEAD.c.key_id, HEAD.c.tree_head_ms)
-_BUMP_HEAD = update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1).returning(*_HEAD_COLUMNS)
-_SET_HEAD = update(HEAD).where(HEAD.c.id == HEAD_ID)
-"""Executed with the new values as parameters: tree size, frontier, root (and the tree head's time)."""
+_BUMP_HEAD = DriverStatement(
+    update(HEAD).where(HEAD.c.id == HEAD_ID).values(appends=HEAD.c.appends + 1).returning(*_HEAD_COLUMNS))
+
+
+def _set_head(*columns: str) -> DriverStatement:
+    """``UPDATE audit_head SET <columns>`` for the single head row, each value bound by the column's name."""
+    return DriverStatement(update(HEAD).where(HEAD.c.id == HEAD_ID).values(
+        {name: bindparam(name) for name in columns}))
+
+
+def _insert(table: Any, *columns: str) -> DriverStatement:
+    """``INSERT INTO table (<columns>)``, each value bound by the column's name (no RETURNING)."""
+    return DriverStatement(insert(table).inline().values({name: bindparam(name) for name in columns}))
+
+
+_SET_HEAD = _set_head("tree_size", "frontier", "root_hash")
+"""Executed with the new values as parameters: tree size, frontier, root."""
+_SET_SIGNED_HEAD = _set_head("tree_size", "frontier", "root_hash", "tree_head_ms")
+"""… and the new signed tree head's time."""
 _READ_HEAD = select(*_HEAD_COLUMNS).where(HEAD.c.id == HEAD_ID)
-_INSERT_ENTRIES = ENTRY.insert()
-_INSERT_NODES = NODE.insert()
-_INSERT_TREE_HEAD = TREE_HEAD.insert()
+_INSERT_ENTRIES = _insert(ENTRY, *_ENTRY_COLUMNS)
+_INSERT_NODES = _insert(NODE, "level", "idx", "hash")
+_INSERT_TREE_HEAD = _insert(TREE_HEAD, "tree_size", "root_hash", "timestamp_ms", "key_id", "signature")
 
 
 def read_head(conn: Connection) -> HeadState | None:

@@ -115,3 +115,30 @@ def test_a_failed_shared_read_gives_its_connection_up(db: Engine) -> None:
         with reading(db) as conn:  # a fresh connection, in a clean state
             assert conn.execute(text("SELECT 1")).scalar() == 1
     assert len(seen) == 2
+
+
+def test_statements_run_many_on_the_driver_write_what_sqlalchemy_writes(db: Engine) -> None:
+    """``execute_many``: one row (``execute``) or several (``executemany``) in the caller's transaction, each
+    value bound through the column's type; a refused row raises SQLAlchemy's error and the rollback keeps
+    nothing of the batch."""
+    from sqlalchemy import bindparam, delete, insert
+    from sqlalchemy.exc import IntegrityError
+
+    from governance.audit.tables import NODE
+
+    statement = DriverStatement(insert(NODE).inline().values(level=bindparam("level"), idx=bindparam("idx"),
+                                                            hash=bindparam("hash")))
+    rows = [{"level": 60, "idx": i, "hash": bytes([i]) * 32} for i in range(5)]
+    with db.begin() as conn:
+        statement.execute_many(conn, rows[:1])
+        statement.execute_many(conn, rows[1:])
+        statement.execute_many(conn, [])
+    with db.connect() as conn:
+        stored = [(int(level), int(idx), bytes(digest)) for level, idx, digest in conn.execute(
+            select(NODE.c.level, NODE.c.idx, NODE.c.hash).where(NODE.c.level == 60).order_by(NODE.c.idx))]
+    assert stored == [(r["level"], r["idx"], r["hash"]) for r in rows]
+    with pytest.raises(IntegrityError), db.begin() as conn:
+        statement.execute_many(conn, [{"level": 60, "idx": 9, "hash": b"x" * 32}, rows[0]])  # the second repeats
+    with db.begin() as conn:
+        assert conn.execute(select(NODE.c.idx).where(NODE.c.level == 60, NODE.c.idx == 9)).first() is None
+        conn.execute(delete(NODE).where(NODE.c.level == 60))
