@@ -33,7 +33,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from operator import floordiv, sub
+from operator import attrgetter, floordiv, sub
 from typing import Any
 
 import orjson
@@ -70,6 +70,7 @@ _LENGTH = struct.Struct(">I")
 _BLOCK = 2048
 """Entities sealed per block (one nonce read; bounds the memory a block holds)."""
 _NONE = type(None)
+_TZINFO = attrgetter("tzinfo")
 
 
 def _instant(observed_at: datetime | None) -> str:
@@ -118,11 +119,22 @@ def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[da
     heads = _heads(copies, times)
     parts = [(name, _part(name)) for name in fields]
     sealers = {subject: (keys[subject].encrypt, _part(subject)) for subject in set(subjects)}
+    dumps, b2a, urlsafe, prefix = orjson.dumps, binascii.b2a_base64, _URLSAFE, _PREFIX_BYTES
+    if all(all(map(dict.__contains__, copies, repeat(name))) for name in fields):
+        # every entity has every field (the storage step's groups): one exact nonce read, no test per value
+        nonces, at = os.urandom(NONCE_BYTES * len(copies) * len(parts)), 0
+        for copy, head, subject in zip(copies, heads, subjects, strict=True):
+            encrypt, tail = sealers[subject]
+            for name, part in parts:
+                nonce = nonces[at : at + NONCE_BYTES]
+                at += NONCE_BYTES
+                copy[name] = (prefix + b2a(nonce + encrypt(nonce, dumps(copy[name]), head + part + tail))
+                              .translate(urlsafe, b"=\n")).decode("ascii")
+        return
     # nonces for as many values as the first entity has, times the block (exact for the storage step's groups,
     # whose entities all have the same fields); read again if the block has more
     size = NONCE_BYTES * len(copies) * max(1, sum(1 for name, _ in parts if name in copies[0]))
     nonces, at = os.urandom(size), 0
-    dumps, b2a, urlsafe, prefix = orjson.dumps, binascii.b2a_base64, _URLSAFE, _PREFIX_BYTES
     for copy, head, subject in zip(copies, heads, subjects, strict=True):
         encrypt, tail = sealers[subject]
         for name, part in parts:
@@ -139,7 +151,7 @@ def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[da
 def _heads(copies: list[dict[str, Any]], times: list[datetime | None]) -> list[bytes]:
     """Per entity, the start of its values' associated data: tag ‖ entity id ‖ observation time."""
     ids = list(map(dict.get, copies, repeat("id"), repeat("")))
-    if not set(map(type, ids)) <= {str} or None in times or None in map(_tzinfo, times):
+    if not set(map(type, ids)) <= {str} or None in times or None in map(_TZINFO, times):
         return [_TAG_PART + _part(str(copy.get("id", ""))) + _part(_instant(observed))
                 for copy, observed in zip(copies, times, strict=True)]
     id_parts = {entity_id: _TAG_PART + _part(entity_id) for entity_id in set(ids)}
@@ -147,10 +159,6 @@ def _heads(copies: list[dict[str, Any]], times: list[datetime | None]) -> list[b
                                                  repeat(_ONE_MICROSECOND)))))
     instant_parts = map(bytes.__add__, map(_LENGTH.pack, map(len, instants)), instants)
     return list(map(bytes.__add__, map(id_parts.__getitem__, ids), instant_parts))
-
-
-def _tzinfo(observed: Any) -> Any:
-    return observed.tzinfo
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,7 @@ class FieldProtector:
         *,
         observed_at: Sequence[datetime | None],
         known: Mapping[str, AESGCM] | None = None,
+        copy: bool = True,
     ) -> list[dict[str, Any]]:
         """New dicts with identifiers pseudonymized and ``plan.encrypt`` fields sealed (inputs untouched).
 
@@ -223,12 +232,15 @@ class FieldProtector:
         column); it goes into the associated data, so it must be given again, equal, to ``reveal``.
         ``known``: data keys of (some of) the subjects, by pseudonym, that the caller looked up for this batch
         (``SubjectKeys.lookup``); the others are looked up, or created, in one query.
+        ``copy=False``: a caller that owns ``entities`` and replaces them with the result anyway (the storage
+        step) saves a copy of every dict: the well-formed batch is then changed in place and returned, and may
+        be left pseudonymized (never half-sealed by an error of this call's checks) if an error is raised.
         Raises ``InvalidRecordError`` for an entity without a subject, ``SubjectErasedError`` if a subject
         was erased — in both cases nothing of the batch is returned.
         """
         if len(observed_at) != len(entities):
             raise ProtectionError("observed_at must give one time per entity")
-        out = self._pseudonymized(entities, plan)
+        out = self._pseudonymized(entities, plan, fresh=copy)
         subjects: list[str] = list(map(dict.__getitem__, out, repeat(plan.subject_property)))
         distinct = set(subjects)
         keys: Mapping[str, AESGCM]
@@ -245,35 +257,44 @@ class FieldProtector:
                 _seal_rows(out[start:end], subjects[start:end], times[start:end], fields, keys)
         return out
 
-    def _pseudonymized(self, entities: Sequence[Mapping[str, Any]], plan: ProtectionPlan) -> list[dict[str, Any]]:
-        """Copies of ``entities`` with the subject and ``plan.pseudonymize`` fields as pseudonyms.
+    def _pseudonymized(self, entities: Sequence[Mapping[str, Any]], plan: ProtectionPlan, *,
+                       fresh: bool = True) -> list[dict[str, Any]]:
+        """Copies of ``entities`` (or, ``fresh=False``, the dicts themselves) with the subject and
+        ``plan.pseudonymize`` fields as pseudonyms.
 
         Column by column when every subject is a non-empty string and every identifier a string (or absent);
-        otherwise entity by entity, which raises for the first entity in order that is not, as it always did.
+        otherwise entity by entity, on copies, which raises for the first entity in order that is not, as it
+        always did.
         """
-        copies = list(map(dict, entities))
+        copies: list[dict[str, Any]]
+        if fresh or set(map(type, entities)) != {dict}:
+            copies = list(map(dict, entities))
+        else:
+            copies = list(entities)  # type: ignore[arg-type]  # exactly dicts, checked above
         subject_property = plan.subject_property
-        subjects = list(map(dict.get, copies, repeat(subject_property)))
-        columns: list[tuple[str, list[Any]]] = []
-        well_formed = set(map(type, subjects)) <= {str} and "" not in subjects
-        if well_formed:
-            for name in sorted(plan.pseudonym_fields):
-                values = subjects if name == subject_property else list(map(dict.get, copies, repeat(name)))
-                if not set(map(type, values)) <= {str, _NONE}:
-                    well_formed = False
-                    break
-                columns.append((name, values))
-        if not well_formed:
-            return self._pseudonymized_one_by_one(copies, plan)
+        remembered = self.pseudonyms.remembered
+        columns: list[tuple[str, list[Any], list[str] | None]] = []
+        for name in sorted(plan.pseudonym_fields):
+            values = list(map(dict.get, copies, repeat(name)))
+            found = remembered(values)  # all known identifiers (so all non-empty strings): no check needed
+            if found is None:
+                if name == subject_property:
+                    well_formed = set(map(type, values)) <= {str} and "" not in values
+                else:
+                    well_formed = set(map(type, values)) <= {str, _NONE}
+                if not well_formed:
+                    return self._pseudonymized_one_by_one(copies if fresh else list(map(dict, entities)), plan)
+            columns.append((name, values, found))
         of = self.pseudonyms.of
-        for name, values in columns:
-            names = {value: of(value) for value in set(values) if value is not None}
-            if None not in values:
-                deque(map(dict.__setitem__, copies, repeat(name), map(names.__getitem__, values)), maxlen=0)
+        for name, values, found in columns:
+            if found is not None or None not in values:
+                names_in_order = found if found is not None else self.pseudonyms.column(values)
+                deque(map(dict.__setitem__, copies, repeat(name), names_in_order), maxlen=0)
             else:
-                for copy, value in zip(copies, values, strict=True):
+                names = {value: of(value) for value in set(values) if value is not None}
+                for row, value in zip(copies, values, strict=True):
                     if value is not None:
-                        copy[name] = names[value]
+                        row[name] = names[value]
         return copies
 
     def _pseudonymized_one_by_one(self, copies: list[dict[str, Any]], plan: ProtectionPlan) -> list[dict[str, Any]]:

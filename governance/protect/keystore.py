@@ -42,6 +42,12 @@ class SubjectKeystore:
             raise ProtectionError("the keystore is keyed by pseudonyms (psn:v1:...)")
         return self.folder / (subject.replace(":", "_") + ".key")
 
+    def exists(self, subject: str) -> bool:
+        """Whether the subject's secret file is there (one ``stat``; for a batch's many subjects)."""
+        if not is_pseudonym(subject):
+            raise ProtectionError("the keystore is keyed by pseudonyms (psn:v1:...)")
+        return os.path.exists(os.path.join(self.folder, subject.replace(":", "_") + ".key"))
+
     def get(self, subject: str) -> bytes | None:
         """The subject's secret, or None if there is none (never created, or erased)."""
         path = self.path(subject)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from governance.protect.errors import ProtectionError
 from governance.protect.keyring import Keyring
@@ -58,6 +59,28 @@ class Pseudonyms:
             self._memo.clear()
         self._memo[identifier] = found
         return found
+
+    def column(self, identifiers: list[str]) -> list[str]:
+        """The pseudonym of each identifier of a column, in order (``of`` for each, through the memo in C).
+
+        For a batch's columns, whose values repeat (a resident's readings, a hub's devices): the memo is read
+        with one ``map``; only identifiers not in it yet go through ``of`` (which checks and hashes them).
+        """
+        found: list[str | None] = list(map(self._memo.get, identifiers))
+        if None not in found:
+            return found  # type: ignore[return-value]
+        of = self.of
+        return [name if name is not None else of(identifier) for name, identifier in zip(found, identifiers,
+                                                                                           strict=True)]
+
+    def remembered(self, values: list[Any]) -> list[str] | None:
+        """The pseudonyms of ``values`` if every one is an identifier already in the memo (so a valid one),
+        in order; else None (then ask ``of`` or ``column``, which check them)."""
+        try:
+            found = list(map(self._memo.get, values))
+        except TypeError:  # an unhashable value: not an identifier
+            return None
+        return None if None in found else found  # type: ignore[return-value]
 
     def many(self, identifiers: Iterable[str]) -> dict[str, str]:
         """Real id → pseudonym for each distinct identifier."""

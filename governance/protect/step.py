@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import add, attrgetter, itemgetter
 from typing import Any
 
 from adapters.base import Adapter
@@ -94,11 +94,10 @@ class ProtectStep:
             record.stored = [_UNDECIDED] * len(entities)
             for index, entity in enumerate(entities):
                 data = entity.data
-                entity_type = entity.entity_type
-                shape = (entity_type, tuple(data))
+                shape = (data["type"], tuple(data))  # the type as given: str() only for a shape not seen yet
                 members = shapes.get(shape)
                 if members is None:
-                    scope = (self.catalog.get(entity_type).dataset, frozenset(data))
+                    scope = (self.catalog.get(entity.entity_type).dataset, frozenset(data))
                     members = shapes[shape] = groups.setdefault(scope, [])
                 members.append((record, index, entity))
         keys = self._lookup(groups)
@@ -148,18 +147,24 @@ class ProtectStep:
         if plan.protection is not None:
             members, times = self._protect(plan.protection, members, times, revision_note, keys)
         retention, revision = plan.retention, plan.revision
-        subject_property = plan.protection.subject_property if plan.protection else None
-        for (record, index, entity), observed in zip(members, times, strict=True):
+        # the columns beside ``data``, column by column: subject pseudonym, deadline, revision
+        subjects: Iterable[str | None] = repeat(None)
+        if plan.protection is not None:
+            subjects = list(map(dict.get, map(_DATA, map(_ENTITY, members)), repeat(plan.protection.subject_property)))
+            if not set(map(type, subjects)) <= {str}:
+                subjects = [subject if isinstance(subject, str) else None for subject in subjects]
+        deadlines: Iterable[datetime | None] = repeat(None)
+        if retention is not None:
+            if None in times:  # no observation time: the receive time
+                deadlines = [(observed or record.message.received_at) + retention
+                             for (record, _, _), observed in zip(members, times, strict=True)]
+            else:
+                deadlines = map(add, times, repeat(retention))
+        rows = map(Stored, times, subjects, deadlines, repeat(revision))
+        for (record, index, _), row in zip(members, rows, strict=True):
             stored = record.stored
-            if stored is None or not record.active:
-                continue
-            subject = entity.data.get(subject_property) if subject_property is not None else None
-            stored[index] = Stored(
-                observed,
-                subject if isinstance(subject, str) else None,
-                (observed or record.message.received_at) + retention if retention is not None else None,
-                revision,
-            )
+            if stored is not None and record.active:
+                stored[index] = row
 
     def _protect(
         self,
@@ -201,8 +206,9 @@ class ProtectStep:
             return [], []
         entities = list(map(_ENTITY, kept))
         try:
+            # copy=False: these dicts are the batch's own and are replaced by the result right below
             sealed = self.protector.protect(list(map(_DATA, entities)), protection, observed_at=kept_times,
-                                            known=keys.keys)
+                                            known=keys.keys, copy=False)
         except SubjectErasedError:  # erased between the lookup and the write: judge the batch again next time
             for record, _, _ in kept:
                 _reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",

@@ -9,13 +9,14 @@ old, opens — and then empties the row, leaving a tombstone that records when.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, String, any_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from governance.protect.errors import DecryptionError, ProtectionError, SubjectErasedError
@@ -28,6 +29,11 @@ from governance.protect.tables import SubjectKey
 _LABEL = "citygov/v1/subject-key-wrap"
 _TABLE = SubjectKey.__table__  # type: ignore[attr-defined]
 _CHUNK = 500
+_ARRAY_CHUNK = 10_000
+#: What a lookup needs of a row: no dates (on SQLite each is parsed from text in Python), only whether it is a
+#: tombstone.
+_LOOKUP_COLUMNS = (_TABLE.c.subject, _TABLE.c.key_version, _TABLE.c.wrapped_key,
+                   _TABLE.c.destroyed_at.is_not(None).label("destroyed"))
 
 
 @dataclass(frozen=True)
@@ -122,14 +128,14 @@ class SubjectKeys:
                 raise ProtectionError("data keys are looked up by pseudonym (psn:v1:...)")
         found = KeyLookup()
         seen: set[str] = set()
-        for row in self._rows(sorted(wanted)):
+        for row in self._rows(sorted(wanted), _LOOKUP_COLUMNS):
             seen.add(row.subject)
-            if row.destroyed_at is not None or row.wrapped_key is None:
+            if row.destroyed or row.wrapped_key is None:
                 found.erased.add(row.subject)
                 continue
             cache_key = (row.subject, row.key_version, bytes(row.wrapped_key))
             aead = self._unwrapped.get(cache_key)
-            if aead is not None and not self.keystore.path(row.subject).exists():
+            if aead is not None and not self.keystore.exists(row.subject):
                 aead = None  # the secret was destroyed (an erasure elsewhere): the key is gone for everyone
                 self._unwrapped.pop(cache_key, None)
             if aead is None:
@@ -221,11 +227,19 @@ class SubjectKeys:
                     )
                 report.rewrapped += result.rowcount
 
-    def _rows(self, subjects: list[str]) -> Iterator[Any]:
+    def _rows(self, subjects: list[str], columns: Sequence[Any] = (_TABLE,)) -> Iterator[Any]:
+        if self.engine.dialect.name == "postgresql":
+            # one text-array parameter: an IN list of 500 placeholders costs PostgreSQL ~10 µs a value to bind
+            # and plan (as for the ingest ledger's lookups)
+            query = select(*columns).where(_TABLE.c.subject == any_(bindparam("subjects", type_=ARRAY(String))))
+            for start in range(0, len(subjects), _ARRAY_CHUNK):
+                with self.engine.connect() as conn:
+                    yield from conn.execute(query, {"subjects": subjects[start : start + _ARRAY_CHUNK]}).all()
+            return
         for start in range(0, len(subjects), _CHUNK):
             chunk = subjects[start : start + _CHUNK]
             with self.engine.connect() as conn:
-                yield from conn.execute(select(_TABLE).where(_TABLE.c.subject.in_(chunk))).all()
+                yield from conn.execute(select(*columns).where(_TABLE.c.subject.in_(chunk))).all()
 
     def _unwrap(self, subject: str, version: int, blob: bytes) -> AESGCM | None:
         secret = self.keystore.get(subject)

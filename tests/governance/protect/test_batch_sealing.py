@@ -205,3 +205,28 @@ def test_the_storage_step_reads_subject_keys_once_per_batch(engine: Engine, sett
     rows = _rows(engine)
     assert len(rows) == 8 and len({r["entity_type"] for r in rows}) == 2
     assert len({frozenset(r["data"]) for r in rows}) >= 3  # type: ignore[arg-type]
+
+
+def test_in_place_protection_gives_what_a_copy_gives_and_copies_on_the_slow_path(
+    protector: FieldProtector, plan: ProtectionPlan
+) -> None:
+    """``copy=False`` (the storage step) changes the batch's own dicts; a batch the fast path does not take,
+    or one that raises, is worked on copies as before."""
+    entities = [observation(n, resident=f"R-{n % 3}", value=60 + n) for n in range(7)]
+    originals = [dict(entity) for entity in entities]
+    times = [observed(n) for n in range(7)]
+    out = protector.protect(entities, plan, observed_at=times, copy=False)
+    assert all(a is b for a, b in zip(out, entities, strict=True))
+    keys = protector.subject_keys.data_keys({row["refResident"] for row in out}, create=False)
+    for row, original, when in zip(out, originals, times, strict=True):
+        assert row["refResident"] == protector.pseudonyms.of(original["refResident"])
+        assert row["id"] == protector.pseudonyms.of(original["id"])
+        for name in plan.encrypt & original.keys():
+            aad = field_aad(row["id"], when, name, row["refResident"])
+            assert open_value(keys[row["refResident"]], row[name], aad) == original[name]
+    bad = [observation(0), observation(1)]
+    bad[1]["refDevice"] = 7
+    originals = orjson.dumps(bad)
+    with pytest.raises(InvalidRecordError):
+        protector.protect(bad, plan, observed_at=[observed(0), observed(1)], copy=False)
+    assert orjson.dumps(bad) == originals  # the entity-by-entity path raised on copies

@@ -72,3 +72,23 @@ def test_empty_or_huge_identifiers_are_refused_without_echo(names: Pseudonyms, b
     with pytest.raises(ProtectionError) as caught:
         names.of(bad)
     assert "xxxx" not in str(caught.value)
+
+
+def test_a_column_of_identifiers_gets_the_same_pseudonyms_as_one_by_one(names: Pseudonyms) -> None:
+    column = [RESIDENT, "b", RESIDENT, "c", "b"]
+    names.of("c")  # one in the memo already, the others not
+    assert names.column(column) == [names.of(value) for value in column]
+    assert names.column(column) == [names.of(value) for value in column]  # all from the memo now
+    assert names.column([]) == []
+    with pytest.raises(ProtectionError):
+        names.column([RESIDENT, ""])  # checked as by ``of``
+
+
+def test_remembered_answers_only_for_identifiers_already_hashed(names: Pseudonyms) -> None:
+    assert names.remembered([RESIDENT]) is None  # not hashed yet
+    stored = names.of(RESIDENT)
+    assert names.remembered([RESIDENT, RESIDENT]) == [stored, stored]
+    assert names.remembered([RESIDENT, None]) is None
+    assert names.remembered([RESIDENT, ""]) is None
+    assert names.remembered([RESIDENT, ["a"]]) is None  # unhashable: no error, no answer
+    assert names.remembered([]) == []

@@ -15,13 +15,14 @@ from adapters.traffic_counter import TrafficCounterAdapter
 from governance.assembly import build_pipeline
 from governance.config import Settings
 from governance.consent.registry import ConsentRegistry
-from governance.ingest.batch import IngestReport
+from governance.ingest.batch import Batch, IngestReport, Record
 from governance.ingest.pipeline import Pipeline
 from governance.ingest.retry import message_of, retry
 from governance.ingest.sources import read_capture_lines
 from governance.protect.errors import DecryptionError
 from governance.protect.fieldcrypt import FieldProtector, is_sealed
 from governance.protect.quarantine import QuarantineVault
+from governance.protect.step import ProtectStep
 from governance.store import entities, quarantine
 from governance.store.tables import EntityRecord
 from tests.conftest import FIXED_NOW
@@ -149,3 +150,28 @@ def test_feeds_without_personal_data_are_not_sealed(engine: Engine, settings: Se
     _ingest(_pipeline(engine, settings), adapter, path)
     (row,) = quarantine.list_quarantined(engine, quarantine.QuarantineFilter())
     assert row["sealed"] is False and row["retain_until"] is None and b"TC-17" in row["payload"]
+
+
+def test_an_entity_without_observation_time_is_kept_from_its_receive_time(engine: Engine, settings: Settings) -> None:
+    """The deadline falls back to the receive time entity by entity, in a batch where the others have a time."""
+    sample = SAMPLES / "traffic-counter"
+    adapter = TrafficCounterAdapter.from_config_file(sample / "config.json")
+    received = FIXED_NOW - timedelta(hours=3)
+    messages = list(read_capture_lines(sample / "messages.jsonl", received_at=received, max_bytes=100_000))[:2]
+    records = [Record(m, m.fingerprint(adapter.name), adapter.parse(m)) for m in messages]
+    step = next(s for s in _pipeline(engine, settings).steps if isinstance(s, ProtectStep))
+    first = records[0].entities[0]
+    prop = step.catalog.get(first.entity_type).observed_at
+    assert prop is not None
+    first.data = {k: v for k, v in first.data.items() if k != prop}  # same type and fields otherwise
+    step.run(adapter, Batch(records))
+    pairs = [(e, s) for r in records for e, s in zip(r.entities, r.stored or [], strict=True)]
+    assert len(pairs) == sum(len(r.entities) for r in records) > 1
+    for entity, stored in pairs:
+        days = 365 if step.catalog.get(entity.entity_type).dataset == "lighting.crowd-flow" else 1825
+        assert stored.policy_revision
+        if entity is first:
+            received_at = records[0].message.received_at  # the capture's own, else the reader's
+            assert stored.observed_at is None and stored.retain_until == received_at + timedelta(days=days)
+        else:
+            assert stored.observed_at is not None and stored.retain_until == stored.observed_at + timedelta(days=days)
