@@ -26,10 +26,11 @@ STAGE = "collection"
 
 def fingerprints_digest(fingerprints: Iterable[str]) -> str:
     """SHA-256 over the sorted fingerprints, each followed by a newline (hex) — recomputable from the ledger."""
-    h = hashlib.sha256()
-    for fingerprint in sorted(fingerprints):
-        h.update(fingerprint.encode("ascii") + b"\n")
-    return h.hexdigest()
+    ordered = sorted(fingerprints)
+    if not ordered:
+        return hashlib.sha256().hexdigest()
+    ordered.append("")  # the last one is followed by a newline too
+    return hashlib.sha256("\n".join(ordered).encode("ascii")).hexdigest()
 
 
 class AuditObserver:
@@ -54,12 +55,18 @@ class AuditObserver:
                 rejected[(record.rejection.reason, record.rejection.step)].append(record)
         by_type: Counter[tuple[str, str]] = Counter()
         subjects: set[str] = set()
+        known: dict[str, tuple[tuple[str, str], str | None]] = {}  # per entity type: its key and subject property
         for record in stored:
             for entity in record.entities:
-                schema = self.catalog.get(entity.entity_type)
-                by_type[(entity.entity_type, schema.dataset)] += 1
-                if schema.subject_property:
-                    subject = entity.data.get(schema.subject_property)
+                entity_type = entity.entity_type
+                found = known.get(entity_type)
+                if found is None:
+                    schema = self.catalog.get(entity_type)
+                    found = known[entity_type] = ((entity_type, schema.dataset), schema.subject_property)
+                key, subject_property = found
+                by_type[key] += 1
+                if subject_property:
+                    subject = entity.data.get(subject_property)
                     if isinstance(subject, str) and subject:
                         subjects.add(subject)
         datasets = sorted({dataset for _, dataset in by_type})

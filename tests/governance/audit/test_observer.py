@@ -117,3 +117,15 @@ def test_audit_entries_commit_or_roll_back_with_their_batch(engine: Engine, sett
         assert conn.execute(select(func.count()).select_from(ENTRY)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(LEDGER)).scalar() == 0
     assert verify_log(engine, audit_log.public_key).entries == 0
+
+
+def test_fingerprint_digests_follow_their_documented_recipe() -> None:
+    """SHA-256 over the sorted fingerprints, each followed by a newline: what an auditor recomputes from the
+    ledger with any tool (here: the bytes written out by hand)."""
+    from governance.audit.observer import fingerprints_digest
+
+    fingerprints = [hashlib.sha256(str(n).encode()).hexdigest() for n in (3, 1, 2)]
+    by_hand = b"".join(f.encode("ascii") + b"\n" for f in sorted(fingerprints))
+    assert fingerprints_digest(fingerprints) == hashlib.sha256(by_hand).hexdigest()
+    assert fingerprints_digest(iter(fingerprints[:1])) == hashlib.sha256(fingerprints[0].encode() + b"\n").hexdigest()
+    assert fingerprints_digest([]) == hashlib.sha256(b"").hexdigest()
