@@ -102,9 +102,12 @@ def frame_columns(entities: Sequence[Mapping[str, Any]], columns: Sequence[str])
     """The suite's columns for a batch, column by column: what :func:`flatten` gives row by row."""
     data: dict[str, list[Any]] = {}
     plain = all(e.__class__ is dict for e in entities)
+    points: tuple[list[Any], list[Any]] | None = None
     for column in columns:
         if column in ("location_lon", "location_lat"):
-            data[column] = [_coordinate(e, 0 if column == "location_lon" else 1) for e in entities]
+            if points is None:  # both coordinates in one pass over the entities
+                points = _coordinates(entities)
+            data[column] = points[0 if column == "location_lon" else 1]
             continue
         # the common case at C speed: values looked up column-wise, then one check for nested ones
         values: list[Any] = (
@@ -118,13 +121,21 @@ def frame_columns(entities: Sequence[Mapping[str, Any]], columns: Sequence[str])
     return data
 
 
-def _coordinate(entity: Mapping[str, Any], index: int) -> Any:
-    location = entity.get("location")
-    if isinstance(location, dict) and location.get("type") == "Point":
-        coords = location.get("coordinates")
-        if isinstance(coords, list):
-            return coords[index] if len(coords) >= 2 else None
-    return None
+def _coordinates(entities: Sequence[Mapping[str, Any]]) -> tuple[list[Any], list[Any]]:
+    """The longitudes and latitudes of entities' GeoJSON Points (None where there is none)."""
+    lons: list[Any] = []
+    lats: list[Any] = []
+    for entity in entities:
+        location = entity.get("location")
+        if isinstance(location, dict) and location.get("type") == "Point":
+            coords = location.get("coordinates")
+            if isinstance(coords, list) and len(coords) >= 2:
+                lons.append(coords[0])
+                lats.append(coords[1])
+                continue
+        lons.append(None)
+        lats.append(None)
+    return lons, lats
 
 
 def flatten(entity: Mapping[str, Any], columns: Sequence[str]) -> dict[str, Any]:
