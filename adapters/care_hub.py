@@ -9,10 +9,23 @@ project's care extension of Smart Data Models. The resident is only ever a relat
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
+import orjson
+
 from adapters.base import Adapter
-from adapters.fields import decode_json_object, describe, local_id, number, require, string, unknown_keys
+from adapters.fields import (
+    LOCAL_ID,
+    decode_json_object,
+    describe,
+    local_id,
+    number,
+    require,
+    string,
+    unknown_keys,
+)
 from governance.errors import InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage, entity_urn
 from governance.ingest.timeparse import parse_instant, utc_iso
@@ -66,9 +79,24 @@ class CareHubAdapter(Adapter):
             return None
 
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
+        try:
+            body = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            body = None
+        if body.__class__ is dict:
+            usual = _usual(body)
+            if usual is not None:
+                return usual
+        return self.parse_general(message)
+
+    def parse_general(self, message: RawMessage) -> list[ParsedEntity]:
+        """Any message: the entity, or the first problem found (the usual message is :func:`_usual`'s)."""
         body = decode_json_object(message.payload)
         removed = unknown_keys(body, MESSAGE_FIELDS)
-        hub = local_id(body, "hub")
+        hub = body.get("hub")
+        if not isinstance(hub, str) or LOCAL_ID.fullmatch(hub) is None:
+            # (a valid hub id is not handed to local_id, which would remember it: a hub is one person's)
+            hub = local_id(body, "hub")
         resident = local_id(body, "resident", echo=False)
         event = body.get("event")
         if event.__class__ is not str or event not in KNOWN_EVENTS:  # (a known event is a plain string)
@@ -136,3 +164,163 @@ def no_value(body: dict[str, Any], event: str) -> None:
             f"'value' must be null or absent for event '{event}'",
             field="value",
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# The usual message in one pass
+# --------------------------------------------------------------------------------------------------
+
+#: The usual hub, resident and 'at', checked at once (``f"{hub} {resident} {at}"``: a space is in no id).
+#: The 'at' is ``YYYY-MM-DDTHH`` | ``:MM:SS`` | a fraction of 1-6 digits | ``Z`` or an offset of whole hours.
+_USUAL = re.compile(
+    f"(?:{LOCAL_ID.pattern}) (?:{LOCAL_ID.pattern}) "
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]))"  # the hour, validated with the offset when first seen
+    r"(:[0-5][0-9]:[0-5][0-9])"  # minutes and seconds, valid in any hour
+    r"(?:\.([0-9]{1,6}))?"
+    r"(Z|[+-][0-9]{2}:00)"
+)
+
+#: ``hour + offset`` (``"2026-11-20T03+01:00"``) → the UTC hour as text (``"2026-11-20T02"``) and in
+#: seconds since the epoch. Hours and offsets only: never an id, nothing tied to a person. Emptied when full.
+HOURS_KEPT = 4096
+_UTC_HOURS: dict[str, tuple[str, int]] = {}
+
+
+def _utc_hour(hour: str, offset: str) -> tuple[str, int] | None:
+    """The UTC hour a local hour with this offset is, read by the general code; None if it refuses it.
+
+    The offset is whole hours, so every minute of the local hour falls in that one UTC hour: the hour's
+    start is in range (and the same text in UTC) exactly when each of its valid minutes and seconds is."""
+    try:
+        moment = parse_instant(f"{hour}:00:00{offset}", field="at", zone=None)
+    except InvalidRecordError:
+        return None
+    if moment.year < 1000:  # written another way by utc_iso: left to the general path
+        return None
+    if len(_UTC_HOURS) >= HOURS_KEPT:
+        _UTC_HOURS.clear()
+    known = _UTC_HOURS[hour + offset] = (
+        "%04d-%02d-%02dT%02d" % (moment.year, moment.month, moment.day, moment.hour),  # noqa: UP031
+        int(moment.timestamp()),
+    )
+    return known
+
+
+def _usual(body: dict[str, Any]) -> list[ParsedEntity] | None:
+    """The usual message (known keys only, plain values, a known event, an 'at' of the usual shape) mapped
+    in one pass, exactly as the general path maps it; None for anything else (the general path then maps
+    it, or says why not)."""
+    hub = body.get("hub")
+    resident = body.get("resident")
+    event = body.get("event")
+    at = body.get("at")
+    if (
+        hub.__class__ is not str
+        or resident.__class__ is not str
+        or event.__class__ is not str
+        or at.__class__ is not str
+        or event not in KNOWN_EVENTS
+    ):
+        return None
+    # four known keys are there: a body of six with 'value' and 'confidence' has no other
+    if (len(body) != 6 or "value" not in body or "confidence" not in body) and not MESSAGE_FIELDS.issuperset(body):
+        return None
+    parts = _USUAL.fullmatch(f"{hub} {resident} {at}")
+    if parts is None:
+        return None
+    hour, minutes_seconds, fraction, offset = parts.groups()
+    utc = _UTC_HOURS.get(hour + offset) or _utc_hour(hour, offset)
+    if utc is None:
+        return None
+    confidence = body.get("confidence")
+    if confidence is not None:
+        kind = confidence.__class__
+        if (kind is not float and kind is not int) or not 0 <= confidence <= 1:  # (NaN is not in [0, 1])
+            return None
+    if fraction is None or not fraction.strip("0"):
+        stamp = f"{utc[0]}{minutes_seconds}Z"
+    else:
+        stamp = f"{utc[0]}{minutes_seconds}.{(fraction + '00')[:3]}Z"
+
+    alert = ALERT_EVENTS.get(event)
+    if alert is not None:
+        if body.get("value") is not None:
+            return None
+        seconds = utc[1] + int(minutes_seconds[1:3]) * 60 + int(minutes_seconds[4:6])
+        if fraction is not None:  # as int(moment.timestamp()) rounds: microseconds / 10**6, toward zero
+            seconds = int((seconds * 1_000_000 + int(fraction.ljust(6, "0"))) / 1_000_000)
+        sub_category, description = alert
+        severity = fall_severity(confidence) if event == "fall_detected" else "critical"
+        data: dict[str, Any] = {
+            "id": f"urn:ngsi-ld:Alert:{hub}-{seconds}-{event}",
+            "type": "Alert",
+            "category": "health",
+            "subCategory": sub_category,
+            "severity": severity,
+            "description": description,
+            "alertSource": f"urn:ngsi-ld:Device:{hub}",
+            "dateIssued": stamp,
+            "refResident": f"urn:ngsi-ld:Person:{resident}",
+        }
+        if sub_category is None:
+            del data["subCategory"]
+        return [ParsedEntity(data)]
+
+    observation_type, unit, bounds = OBSERVATION_EVENTS[event]
+    if bounds is None:
+        if body.get("value") is not None:
+            return None
+        if confidence is None:
+            data = {
+                "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
+                "type": "ResidentObservation",
+                "observationType": observation_type,
+                "refResident": f"urn:ngsi-ld:Person:{resident}",
+                "refDevice": f"urn:ngsi-ld:Device:{hub}",
+                "dateObserved": stamp,
+            }
+        else:
+            data = {
+                "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
+                "type": "ResidentObservation",
+                "observationType": observation_type,
+                "confidence": confidence,
+                "refResident": f"urn:ngsi-ld:Person:{resident}",
+                "refDevice": f"urn:ngsi-ld:Device:{hub}",
+                "dateObserved": stamp,
+            }
+        return [ParsedEntity(data)]
+    value: Any = body.get("value")
+    kind = value.__class__
+    minimum, maximum = bounds
+    if (
+        (kind is not int and kind is not float)
+        or (kind is float and not math.isfinite(value))
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        return None
+    if confidence is None:
+        data = {
+            "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
+            "type": "ResidentObservation",
+            "observationType": observation_type,
+            "numValue": value,
+            "unitCode": unit,
+            "refResident": f"urn:ngsi-ld:Person:{resident}",
+            "refDevice": f"urn:ngsi-ld:Device:{hub}",
+            "dateObserved": stamp,
+        }
+    else:
+        data = {
+            "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
+            "type": "ResidentObservation",
+            "observationType": observation_type,
+            "numValue": value,
+            "unitCode": unit,
+            "confidence": confidence,
+            "refResident": f"urn:ngsi-ld:Person:{resident}",
+            "refDevice": f"urn:ngsi-ld:Device:{hub}",
+            "dateObserved": stamp,
+        }
+    return [ParsedEntity(data)]

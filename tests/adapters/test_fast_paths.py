@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters import department_csv, fields, streetlight_json, traffic_counter, ttn_v3, ultralight
+from adapters import care_hub, department_csv, fields, streetlight_json, traffic_counter, ttn_v3, ultralight
 from adapters.base import Adapter
 from adapters.care_hub import CareHubAdapter
 from adapters.department_csv import DepartmentCsvAdapter, DepartmentCsvConfig
@@ -645,6 +645,193 @@ def test_care_events_outside_the_known_names_are_refused_as_before(event: Any) -
         assert got[0][0]["numValue"] == 60
     else:
         assert isinstance(got, tuple) and got[0] in {"unknown_event", "missing_field", "wrong_type"}
+
+
+_CARE_KEYS = ("hub", "resident", "event", "value", "confidence", "at")
+_care_ids = st.one_of(
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,12}", fullmatch=True),
+    st.sampled_from(["H-1029", "R-55812", "x" * 100, "x" * 101, "", " ", " H-1", "H-1 ", "H 1", "H-1\n", "H:1",
+                     "urn:ngsi-ld:Device:H-1", "Ĥ-1", "-H", 7, 1.5, True, None, [], {}]),
+)
+_care_events = st.sampled_from(
+    [*care_hub.ALERT_EVENTS, *care_hub.OBSERVATION_EVENTS, "medication_taken", " heart_rate", "HEART_RATE", "",
+     5, None, True, ["fall_detected"], {}]
+)
+_care_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 19, 20, 250, 251, 20.0, 250.0, 19.999, 250.001, -0.0, 0.0, 2**63 - 1, -(2**63), 1e300, "72",
+                     [], {}]),
+)
+_care_confidences = st.one_of(
+    st.none(), st.booleans(), st.floats(-0.5, 1.5), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 2, -1, 0.0, 1.0, -0.0, 1.0000000001, -1e-12, 0.5, 0.8, 0.79999, "0.9", [], {}]),
+)
+_offsets = st.one_of(
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+01:00", "+02:00", "+14:00", "-12:00", "+05:30", "-09:30",
+                     "+23:00", "-23:00", "+24:00", "-24:00", "+0100", "+01", "+01:00:00", "", " ", "+01:60"]),
+    st.builds(lambda sign, h, m: f"{sign}{h:02d}:{m:02d}", st.sampled_from("+-"), st.integers(0, 25),
+              st.sampled_from([0, 0, 0, 15, 30, 45])),
+)
+_fractions = st.one_of(
+    st.just(""), st.sampled_from([".0", ".000", ".000000", ".5", ".250", ".999", ".999999", ".0001", ".000001",
+                                  ".1234567", ".123456789", ".", ",500"]),
+    st.from_regex(r"\.[0-9]{1,7}", fullmatch=True),
+)
+_usual_stamps = st.builds(
+    lambda moment, fraction, offset: moment.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + fraction + offset,
+    st.one_of(st.datetimes(), st.datetimes(datetime(1969, 12, 31), datetime(1970, 1, 2)),
+              st.datetimes(datetime(2026, 1, 1), datetime(2027, 1, 1))),
+    _fractions, _offsets,
+)
+_CARE_EDGE_STAMPS = [
+    "2026-11-20T03:12:44+01:00", "2026-11-20T03:12:44+14:00",
+    "2026-11-20T03:12:44-12:00", "2026-11-20T03:12:44+05:30", "2026-11-20T03:12:44-00:00",
+    "0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59-01:00",
+    "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999+00:00",
+    "9999-12-31T23:59:59.999+01:00", "0999-12-31T23:59:59-01:00", "1000-01-01T00:30:00+01:00",
+    "1000-01-01T00:00:00Z", "0999-12-31T23:59:59Z", "1969-12-31T23:59:59.5Z", "1969-12-31T23:59:59.999999+00:00",
+    "1970-01-01T00:00:00.5+01:00", "2026-02-29T10:00:00+01:00", "2028-02-29T10:00:00+01:00",
+    "2026-13-01T10:00:00+01:00", "2026-11-20T24:00:00+01:00", "2026-11-20T23:60:00+01:00",
+    "2026-11-20T03:12:60+01:00", "2026-11-20T03:12:44", "2026-11-20 03:12:44+01:00", " 2026-11-20T03:12:44Z",
+    "2026-11-20T03:12:44Z ", "2026-11-20t03:12:44Z", "20261120T031244+0100", "2026-11-20", "",
+    "٢٠٢٦-11-20T03:12:44+01:00", "2026-11-20T03:12:44.+01:00",
+]
+_care_stamps = st.one_of(
+    _usual_stamps,
+    st.sampled_from(_CARE_EDGE_STAMPS),
+    st.sampled_from([1795140764, 1795140764000, 1795140764.5, -1, 10**18, 2**63 - 1, True, False, None, [], {}]),
+)
+_care_bodies = st.fixed_dictionaries(
+    {"hub": _care_ids, "resident": _care_ids, "event": _care_events, "value": _care_values,
+     "confidence": _care_confidences, "at": _care_stamps},
+    optional={"room": st.just("bedroom"), "resident_name": st.just("Maria"), "": st.just(1), "ñ x": st.none()},
+)
+
+
+def _usual_care_body(draw: st.DrawFn) -> dict[str, Any]:
+    event = draw(st.sampled_from([*care_hub.ALERT_EVENTS, *care_hub.OBSERVATION_EVENTS]))
+    value = {"heart_rate": draw(st.one_of(st.integers(20, 250), st.floats(20, 250))),
+             "inactivity": draw(st.one_of(st.integers(0, 10**6), st.floats(0, 1e9)))}.get(event)
+    body = {"hub": draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,12}", fullmatch=True)),
+            "resident": draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,12}", fullmatch=True)),
+            "event": event, "value": value,
+            "confidence": draw(st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0, 1]))),
+            "at": draw(st.datetimes(datetime(1001, 1, 1), datetime(9998, 12, 31))).strftime("%Y-%m-%dT%H:%M:%S")
+            + draw(st.sampled_from(["", ".000", ".5", ".250", ".999999"]))
+            + draw(st.sampled_from(["Z", "+00:00", "+01:00", "-05:00", "+14:00", "-12:00"]))}
+    for key in draw(st.sets(st.sampled_from(["value", "confidence"]))):
+        if body[key] is None:
+            del body[key]  # absent is null
+    return body
+
+
+_CARE_WILD = {"hub": _care_ids, "resident": _care_ids, "event": _care_events, "value": _care_values,
+              "confidence": _care_confidences, "at": _care_stamps}
+
+
+def _nearly_usual_care_body(draw: st.DrawFn) -> dict[str, Any]:
+    """A usual message with one or two things changed: a value of another type or range, a key gone or added."""
+    body = _usual_care_body(draw)
+    for key in draw(st.lists(st.sampled_from([*_CARE_KEYS, "extra"]), min_size=1, max_size=2)):
+        change = draw(st.sampled_from(["replace", "replace", "replace", "delete"]))
+        if key == "extra":
+            body[draw(st.sampled_from(["room", "resident_name", "", "ñ x"]))] = 1
+        elif change == "delete":
+            body.pop(key, None)
+        else:
+            body[key] = draw(_CARE_WILD[key])
+    return body
+
+
+def care_outcome(parse: Any, body: dict[str, Any] | bytes) -> Any:
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    message = RawMessage(payload=payload, source="t", received_at=RECEIVED, topic="city/care/hubs/H-1/events")
+    try:
+        # through orjson: 60 and 60.0, 0.0 and -0.0 are told apart, and the order of the keys counts
+        return [(orjson.dumps(e.data), e.removed_fields) for e in parse(message)]
+    except InvalidRecordError as exc:
+        return (exc.reason, exc.detail, exc.field)
+
+
+def assert_care_paths_agree(body: dict[str, Any] | bytes) -> Any:
+    adapter = CareHubAdapter()
+    expected = care_outcome(adapter.parse_general, body)
+    for _ in range(2):  # once working the hour out, once from the table
+        assert care_outcome(adapter.parse, body) == expected, body
+    return expected
+
+
+@FAST
+@given(_care_bodies, st.sets(st.sampled_from(_CARE_KEYS), max_size=2))
+def test_care_hub_messages_are_mapped_or_refused_as_the_general_path(body: dict[str, Any], missing: set[str]) -> None:
+    for key in missing:
+        del body[key]
+    assert_care_paths_agree(body)
+
+
+@FAST
+@given(st.composite(_usual_care_body)())
+def test_care_hub_usual_messages_take_the_fast_path(body: dict[str, Any]) -> None:
+    expected = assert_care_paths_agree(body)
+    assert isinstance(expected, list)
+    assert care_hub._usual(orjson.loads(orjson.dumps(body))) is not None  # (not quietly the general path)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.composite(_nearly_usual_care_body)())
+def test_care_hub_nearly_usual_messages_are_mapped_or_refused_as_the_general_path(body: dict[str, Any]) -> None:
+    assert_care_paths_agree(body)
+
+
+@pytest.mark.parametrize("at", _CARE_EDGE_STAMPS)
+def test_care_hub_edge_timestamps_agree(at: str) -> None:
+    for event in ("fall_detected", "heart_rate", "door_open"):
+        for fraction in ("", ".5", ".000"):
+            stamp = at[:19] + fraction + at[19:] if len(at) > 19 and at[19] in "+-Z" else at
+            assert_care_paths_agree({"hub": "H-1", "resident": "R-1", "event": event, "confidence": 0.6,
+                                     "value": 60 if event == "heart_rate" else None, "at": stamp})
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, True, False, "60", None])
+@pytest.mark.parametrize("event", ["heart_rate", "inactivity"])
+def test_care_hub_values_json_cannot_carry_are_left_to_the_general_path(event: str, value: Any) -> None:
+    body = {"hub": "H-1", "resident": "R-1", "event": event, "value": value, "at": "2026-11-20T03:12:44+01:00"}
+    assert care_hub._usual(body) is None
+    assert care_hub._usual({**body, "value": 60, "confidence": value}) is None or value is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{", b"[]", b"null", b'"x"', b"\xff", b'{"hub": "H-1", "hub": "H-2"}', b"{}",
+     b'{"hub":"H-1","resident":"R-1","event":"heart_rate","value":60,"at":"2026-11-20T03:12:44+01:00"}',
+     b'{"hub":"H-1","resident":"R-1","event":"heart_rate","value":1e400,"at":"2026-11-20T03:12:44+01:00"}'],
+)
+def test_care_hub_odd_payloads_agree(payload: bytes) -> None:
+    assert_care_paths_agree(payload)
+
+
+def test_care_hub_samples_agree() -> None:
+    lines = (Path(__file__).parents[2] / "adapters" / "samples" / "care-hub" / "messages.jsonl").read_bytes()
+    for line in lines.splitlines():
+        capture = orjson.loads(line)
+        if isinstance(capture.get("payload"), dict):
+            assert_care_paths_agree(capture["payload"])
+
+
+def test_care_hub_hour_table_is_bounded_and_holds_no_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(care_hub, "HOURS_KEPT", 3)
+    care_hub._UTC_HOURS.clear()
+    adapter = CareHubAdapter()
+    for hour in range(10):
+        body = {"hub": "H-7731", "resident": "R-90817", "event": "heart_rate", "value": 60,
+                "at": f"2026-11-20T{hour:02d}:05:00+01:00"}
+        (entity,) = adapter.parse(RawMessage(payload=orjson.dumps(body), source="t", received_at=RECEIVED))
+        assert entity.data["dateObserved"] == f"2026-11-{20 - (hour == 0)}T{(hour - 1) % 24:02d}:05:00Z"
+        assert len(care_hub._UTC_HOURS) <= 3
+        assert "7731" not in repr(care_hub._UTC_HOURS) and "90817" not in repr(care_hub._UTC_HOURS)
+    care_hub._UTC_HOURS.clear()
+    adapter.parse_general(RawMessage(payload=orjson.dumps(body), source="t", received_at=RECEIVED))
+    assert "H-7731" not in fields._CHECKED_IDS  # a hub is one person's: no path remembers its id
 
 
 def test_values_compare_as_numbers_of_their_own_type() -> None:
