@@ -232,8 +232,9 @@ class Pipeline:
         report.entities = len(types)
         report.by_type.update(map(str, types))
         with self.engine.begin() as conn:
-            ledger.add_messages(conn, ledger_rows)
-            entities.add_entities(conn, entity_rows)
+            texts: dict[Any, dict[Any, Any]] = {}  # times converted once for both tables
+            ledger.add_messages(conn, ledger_rows, memo=texts)
+            entities.add_entities(conn, entity_rows, memo=texts)
             quarantine.add_quarantined(conn, quarantine_rows)
             for record in resolved:
                 assert record.retry_of is not None

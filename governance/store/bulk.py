@@ -36,10 +36,13 @@ class _FallbackError(Exception):
     """A value the fast path does not handle: write the batch through SQLAlchemy instead."""
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                memo: dict[Any, dict[Any, Any]] | None = None) -> None:
     """Insert ``rows`` (dicts keyed by column name) into ``table`` in the current transaction.
 
     Same rows in, same stored values and same exceptions out as ``conn.execute(table.insert(), rows)``.
+    ``memo``: where converted times are remembered, for several inserts of one batch to share (a message's
+    ``received_at`` goes into the ledger and into each of its entities); by default, this insert only.
     """
     if not rows:
         return
@@ -47,7 +50,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     plan = _plan(dialect, table, tuple(rows[0]))
     if plan is not None:
         try:
-            values = plan.values(rows)
+            values = plan.values(rows, {} if memo is None else memo)
         except (_FallbackError, KeyError):  # a row without a column the first row has: SQLAlchemy says so
             values = None
         if values is not None:
@@ -74,7 +77,7 @@ class _Plan:
             self.statement = f"INSERT INTO {target} ({names}) VALUES ({', '.join([mark] * len(self.names))})"
         self._get = itemgetter(*self.names)
 
-    def values(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    def values(self, rows: Sequence[Mapping[str, Any]], memo: dict[Any, dict[Any, Any]]) -> list[tuple[Any, ...]]:
         if len(self.names) == 1:
             only = self.names[0]
             columns: list[Sequence[Any]] = [[row[only] for row in rows]]
@@ -82,7 +85,8 @@ class _Plan:
             get = self._get
             columns = list(zip(*[get(row) for row in rows], strict=True))
         converted = [
-            column if convert is None else _memoized(convert, column) if convert in _REPEATING
+            column if convert is None else _memoized(convert, column, memo.setdefault(convert, {}))
+            if convert in _REPEATING
             else list(map(convert, column))
             for convert, column in zip(self.converters, columns, strict=True)
         ]
@@ -185,12 +189,11 @@ def _sqlite_datetime(value: Any) -> str | None:
     raise _FallbackError
 
 
-def _memoized(convert: Converter, column: Sequence[Any]) -> list[Any]:
+def _memoized(convert: Converter, column: Sequence[Any], known: dict[Any, Any]) -> list[Any]:
     """``convert`` over a column of datetimes, once per distinct value: a batch's times repeat (one
     ``stored_at``, one ``received_at`` per file, observations of the same hour), and formatting a
     datetime costs about thirty times a dictionary lookup. The key holds the zone too: equal instants
     in two zones have different wall-clock fields, which is what SQLite stores."""
-    known: dict[tuple[datetime, Any], Any] = {}
     get = known.get
     out: list[Any] = []
     append = out.append

@@ -14,9 +14,10 @@ from governance.store.tables import EntityRecord
 _TABLE = EntityRecord.__table__  # type: ignore[attr-defined]
 
 
-def add_entities(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def add_entities(conn: Connection, rows: Sequence[dict[str, Any]], *, memo: dict[Any, dict[Any, Any]] | None = None
+                 ) -> None:
     """Insert entity rows (dicts keyed by column name) in the caller's transaction, through the driver."""
-    insert_rows(conn, _TABLE, rows)
+    insert_rows(conn, _TABLE, rows, memo=memo)
 
 
 def count_entities(engine: Engine, entity_type: str | None = None) -> int:

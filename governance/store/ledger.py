@@ -69,9 +69,10 @@ def _array_lookup(conn: Connection) -> str:
     )
 
 
-def add_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def add_messages(conn: Connection, rows: Sequence[dict[str, Any]], *, memo: dict[Any, dict[Any, Any]] | None = None
+                 ) -> None:
     """Insert new ledger rows (a duplicate fingerprint raises ``IntegrityError``)."""
-    insert_rows(conn, _TABLE, rows)
+    insert_rows(conn, _TABLE, rows, memo=memo)
 
 
 def set_status(conn: Connection, fingerprint: str, status: str, entity_count: int) -> None:

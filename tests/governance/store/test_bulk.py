@@ -195,3 +195,38 @@ def test_repeated_times_keep_their_own_zone(engine: Engine) -> None:
         row["observed_at"] = moment
         row["received_at"] = moment or utc
     _assert_stored_as_sqlalchemy_stores(engine, rows)
+
+
+def test_a_memo_shared_by_two_inserts_stores_what_separate_inserts_store(engine: Engine) -> None:
+    """The pipeline converts a batch's times once for the ledger and the entity table: the same moment in
+    two zones, and naive and aware times, still come out as SQLAlchemy would store each."""
+    utc = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    plus_one = utc.astimezone(timezone(timedelta(hours=1)))
+    times = [utc, plus_one, datetime(2026, 11, 24, 9, 0), utc + timedelta(microseconds=5), plus_one]
+    rows = _rows(len(times))
+    for row, moment in zip(rows, times, strict=True):
+        row["observed_at"] = moment
+        row["received_at"] = moment
+    ledger_rows = [{"fingerprint": f"{n:064x}", "adapter": "a", "status": "stored", "received_at": moment,
+                    "entity_count": 1} for n, moment in enumerate(reversed(times))]
+
+    def stored() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        with engine.connect() as conn:
+            kept = [tuple(r) for r in conn.execute(select(LEDGER).order_by(LEDGER.c.fingerprint))]
+        return _stored(engine), kept
+
+    with engine.begin() as conn:
+        conn.execute(LEDGER.insert(), ledger_rows)
+        conn.execute(ENTITY.insert(), rows)
+    expected = stored()
+    with engine.begin() as conn:
+        conn.execute(delete(ENTITY))
+        conn.execute(delete(LEDGER))
+    memo: dict[Any, dict[Any, Any]] = {}
+    with engine.begin() as conn:
+        ledger.add_messages(conn, ledger_rows, memo=memo)
+        entities.add_entities(conn, rows, memo=memo)
+    assert stored() == expected
+    if engine.dialect.name == "sqlite":  # (PostgreSQL takes datetimes as they are: nothing to convert)
+        [converted] = memo.values()
+        assert set(converted) == {(t, t.tzinfo) for t in times}  # each distinct time converted once, for both
