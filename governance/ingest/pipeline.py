@@ -316,8 +316,17 @@ def observed_at_of(data: dict[str, Any], prop: str | None) -> datetime | None:
     """The store's ``observed_at`` of an entity: its schema's observation-time property, parsed."""
     if prop is None or prop not in data:
         return None
+    value = data[prop]
+    if value.__class__ is str:
+        # adapters write UTC text ("…Z"), which Python reads as it is: what parse_instant gives for it
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is UTC:
+            return moment
     try:
-        return parse_instant(data[prop], field=prop, zone=None)
+        return parse_instant(value, field=prop, zone=None)
     except Exception:  # the schema already checked the format; never fail a store on this
         return None
 

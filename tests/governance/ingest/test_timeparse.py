@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from governance.errors import ConfigurationError, InvalidRecordError
 from governance.ingest.timeparse import parse_instant, utc_iso, zone
@@ -80,3 +82,27 @@ def test_local_times_outside_the_utc_range_are_record_errors(text: str) -> None:
     with pytest.raises(InvalidRecordError) as caught:
         parse_instant(text, field="from", zone=zone("America/New_York" if text.startswith("9") else "Asia/Tokyo"))
     assert caught.value.reason == "invalid_timestamp"
+
+
+@given(st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)),
+                                            timezone(timedelta(hours=-11, minutes=-30))]))
+    .map(lambda d: d.isoformat(timespec=("seconds", "milliseconds", "microseconds")[d.microsecond % 3])),
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(lambda d: d.isoformat() + "Z"),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|z|[+-][0-9]{2}:?[0-9]{2})?\Z"),
+    st.text(max_size=30),
+))
+def test_the_stores_observation_time_is_parse_instants(text: str) -> None:
+    """``observed_at_of`` reads UTC text with ``datetime.fromisoformat`` directly: the same instant, in UTC,
+    as ``parse_instant`` (or None where that refuses the text)."""
+    from governance.ingest.pipeline import observed_at_of
+
+    try:
+        expected: datetime | None = parse_instant(text, field="dateObserved", zone=None)
+    except Exception:
+        expected = None
+    got = observed_at_of({"dateObserved": text}, "dateObserved")
+    assert got == expected
+    if got is not None and expected is not None:
+        assert got.tzinfo is UTC and expected.tzinfo is UTC and got.isoformat() == expected.isoformat()
