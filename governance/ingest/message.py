@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from governance.errors import InvalidRecordError
 
+#: The context of a message that has none (shared, read-only).
+NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
+
+class RawMessage(NamedTuple):
     """One input record exactly as received: an MQTT message, a captured line, or one CSV row.
 
     ``defect`` is set by a reader that could not even unwrap the record (a capture line that is not
     JSON, bytes that are not UTF-8); the pipeline quarantines such a record without calling the adapter.
+
+    Immutable (a named tuple: every record of every feed makes one, and a frozen dataclass cost three times
+    as much to build, ~1.3 µs a record); a changed copy is ``message._replace(...)``.
     """
 
     payload: bytes
     source: str
     received_at: datetime
     topic: str | None = None
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = NO_CONTEXT
     defect: InvalidRecordError | None = None
 
     def payload_sha256(self) -> str:

@@ -213,7 +213,7 @@ def _reject(record: Record, reason: str, detail: str, field: str | None, discard
 
 def discard_payload(message: Any, reason: str) -> Any:
     """The message without its payload: keeps the SHA-256 and size of what was refused, not retriable."""
-    return dataclasses.replace(message, payload=b"", context={
+    return message._replace(payload=b"", context={
         **dict(message.context),
         "original_sha256": message.context.get("original_sha256") or message.payload_sha256(),
         "original_size": message.context.get("original_size", len(message.payload)),

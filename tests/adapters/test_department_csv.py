@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -280,7 +279,7 @@ def test_garbled_payload_bytes(tmp_path: Path) -> None:
         (b"S1;20/11/2025 08:00;5\x005;70", "wrong_type"),
     ]:
         with pytest.raises(InvalidRecordError) as info:
-            adapter.parse(replace(good, payload=payload))
+            adapter.parse(good._replace(payload=payload))
         assert info.value.reason == reason, payload
 
 

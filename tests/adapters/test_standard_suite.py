@@ -8,7 +8,6 @@ adapter that is registered but ships no module, sample or golden file fails here
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -136,7 +135,7 @@ def test_garbled_payloads_are_quarantined_not_crashing(name: str) -> None:
         payload.replace(b"1", b"\x00"),
     ]
     for variant in variants:
-        outcome = _parse_or_error(adapter, replace(good, payload=variant))
+        outcome = _parse_or_error(adapter, good._replace(payload=variant))
         if isinstance(outcome, InvalidRecordError):
             assert outcome.reason and outcome.detail
         else:
