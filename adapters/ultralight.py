@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -345,20 +345,122 @@ class _Group:
 #: Topics remembered per adapter, and converted texts per (type, property, unit); emptied when full.
 ROUTES_KEPT = 4096
 VALUES_KEPT = 4096
+#: Key sequences remembered per device, and times written per clock (zone and window); emptied when full.
+SHAPES_KEPT = 64
+STAMPS_KEPT = 4096
+MINUTES_KEPT = 4096
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: ``minutes since 1970`` → ``"YYYY-MM-DDTHH:MM:"`` as :func:`utc_iso` writes it (receipt times).
+_MINUTES: dict[int, str] = {}
+
+
+def received_iso(moment: datetime) -> str:
+    """:func:`utc_iso` of a receipt time, quicker: each minute's text is written once (times are not ids)."""
+    if moment.tzinfo is not UTC:
+        return utc_iso(moment)
+    since = moment - _EPOCH
+    seconds = since.seconds
+    minute = since.days * 1440 + seconds // 60
+    head = _MINUTES.get(minute)
+    if head is None:
+        head = utc_iso(moment.replace(second=0, microsecond=0))[:-3]  # "…THH:MM:00Z" → "…THH:MM:"
+        if len(_MINUTES) >= MINUTES_KEPT:
+            _MINUTES.clear()
+        _MINUTES[minute] = head
+    fraction = moment.microsecond
+    if fraction:
+        return head + _SECONDS[seconds % 60] + _MILLISECONDS[fraction // 1000]
+    return head + _SECONDS[seconds % 60] + "Z"
+
+
+_SECONDS = tuple(f"{n:02d}" for n in range(60))
+_MILLISECONDS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
+class _Clock:
+    """The times of the devices that share a zone and an observation window: a time text, as written in a
+    payload, → the entity's time properties (``dateObserved``, or the three of a period). Only texts read
+    without a problem are kept; a device time is no one's identifier."""
+
+    __slots__ = ("marks_end", "span", "texts", "tz")
+
+    def __init__(self, tz: ZoneInfo | None, span: timedelta | None, marks_end: bool) -> None:
+        self.tz = tz
+        self.span = span
+        self.marks_end = marks_end
+        self.texts: dict[str, Any] = {}
+
+    def read(self, text: str, field: str) -> Any:
+        """The time properties of ``text`` (kept), or None if it is not a usable time (not kept)."""
+        try:
+            moment = parse_instant(text, field=field, zone=self.tz)
+            written = self.properties(moment)
+        except Exception:  # the general path says what is wrong (or raises the same)
+            return None
+        texts = self.texts
+        if len(texts) >= STAMPS_KEPT:
+            texts.clear()
+        texts[text] = written
+        return written
+
+    def properties(self, moment: datetime) -> Any:
+        span = self.span
+        if span is None:
+            return utc_iso(moment)
+        start, end = (moment - span, moment) if self.marks_end else (moment, moment + span)
+        period = observation_period(start, end)
+        return (period["dateObservedFrom"], period["dateObservedTo"], period["dateObserved"])
+
+
+#: Properties an entity gets besides its static and measured ones.
+_RESERVED = frozenset({"id", "type", "dateObserved", "dateObservedFrom", "dateObservedTo", "refDevice"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """One key sequence of a device's usual message (all provisioned, none twice, one measured at least)."""
+
+    names: tuple[str, ...]
+    """The property of each measured key, in the order of the payload (the time key left out)."""
+    tables: tuple[dict[str, Any], ...]
+    """Per key: its converted texts, or the clock's texts for the time key."""
+    rules: tuple[MeasureRule | None, ...]
+    keys: tuple[str, ...]
+    time_at: int
+    """Where the TimeInstant key is, or -1."""
+    instant: bool
+    """True when the entity's time is an instant (``dateObserved``), False for a period."""
+    stamps: dict[str, Any]
+    """The device clock's texts (leading timestamps and TimeInstant values read before)."""
+    template: dict[str, Any]
+    """The entity with its keys in their final order: id, type, time properties, static ones, measured ones,
+    refDevice (a copy gets the time and the values of each message)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _DeviceMapping:
-    """The per-message work of a device done once: each measure key's property, rule and converted texts."""
+    """The per-message work of a device done once: each measure key's property, rule and converted texts,
+    the entity's fixed parts, the clock its times are read with and the key sequences it was seen to send."""
 
     measures: Mapping[str, tuple[str, MeasureRule | None, dict[str, float | int]]]
     ref_device: str
     span: timedelta | None
     """The observation window of a NoiseLevelObserved device, else None."""
     time_marks_end: bool
+    entity_id: str
+    entity_type: str
+    static: Mapping[str, Any]
+    clock: _Clock
+    shapes: dict[tuple[str, ...], _Shape]
 
     @classmethod
-    def of(cls, plan: DevicePlan, shared: dict[tuple[str, str, str], dict[str, float | int]]) -> _DeviceMapping:
+    def of(
+        cls,
+        plan: DevicePlan,
+        shared: dict[tuple[str, str, str], dict[str, float | int]],
+        clocks: dict[tuple[ZoneInfo | None, timedelta | None, bool], _Clock],
+    ) -> _DeviceMapping:
         measures: dict[str, tuple[str, MeasureRule | None, dict[str, float | int]]] = {}
         for key, active in plan.active.items():
             rule = active.rule
@@ -374,7 +476,47 @@ class _DeviceMapping:
             assert plan.window is not None
             span = timedelta(seconds=plan.window.seconds)
             marks_end = plan.window.time_marks == "end"
-        return cls(measures, device_urn(plan.device_id), span, marks_end)
+        clock = clocks.get((plan.tz, span, marks_end))
+        if clock is None:
+            clock = clocks[(plan.tz, span, marks_end)] = _Clock(plan.tz, span, marks_end)
+        return cls(
+            measures, device_urn(plan.device_id), span, marks_end, plan.entity_id, plan.entity_type,
+            dict(plan.static), clock, {},
+        )
+
+    def shape(self, keys: tuple[str, ...]) -> _Shape | None:
+        """The shape of a key sequence, remembered; None if it is not a usual one (nothing is then kept)."""
+        names: list[str] = []
+        tables: list[dict[str, Any]] = []
+        rules: list[MeasureRule | None] = []
+        time_at = -1
+        for position, key in enumerate(keys):
+            measure = self.measures.get(key)
+            if measure is None or keys.index(key) != position:  # not provisioned; given twice
+                return None
+            name, rule, seen = measure
+            if rule is None:
+                time_at = position
+                tables.append(self.clock.texts)
+            else:
+                names.append(name)
+                tables.append(seen)
+            rules.append(rule)
+        static = self.static.keys()
+        if not names or not _RESERVED.isdisjoint([*names, *static]) or not static.isdisjoint(names):
+            return None  # (no measured value; a property that would take another's place: the general path)
+        times = ("dateObserved",) if self.span is None else ("dateObservedFrom", "dateObservedTo", "dateObserved")
+        template = {
+            "id": self.entity_id, "type": self.entity_type, **dict.fromkeys(times), **self.static,
+            **dict.fromkeys(names), "refDevice": self.ref_device,
+        }
+        found = _Shape(
+            tuple(names), tuple(tables), tuple(rules), keys, time_at, self.span is None, self.clock.texts, template
+        )
+        if len(self.shapes) >= SHAPES_KEPT:
+            self.shapes.clear()
+        self.shapes[keys] = found
+        return found
 
 
 class UltraLightAdapter(Adapter):
@@ -402,7 +544,8 @@ class UltraLightAdapter(Adapter):
         # Everything a message of a device needs beyond its payload, resolved once: by device, and by the
         # topic as it arrives (only topics that name a provisioned device are kept).
         shared: dict[tuple[str, str, str], dict[str, float | int]] = {}
-        self._devices = {key: _DeviceMapping.of(plan, shared) for key, plan in self._plans.items()}
+        clocks: dict[tuple[ZoneInfo | None, timedelta | None, bool], _Clock] = {}
+        self._devices = {key: _DeviceMapping.of(plan, shared, clocks) for key, plan in self._plans.items()}
         self._routes: dict[str, tuple[DevicePlan, _DeviceMapping, str | None]] = {}
 
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
@@ -412,10 +555,16 @@ class UltraLightAdapter(Adapter):
             route = self._resolve(topic)
         plan, device, single = route
         text = decode_text(message.payload).rstrip("\r\n ")
-        if single is None and "#" not in text:
-            usual = self._usual(plan, device, text, message.received_at)
+        if single is None:
+            usual = _usual(device, text, message.received_at)
             if usual is not None:
                 return usual
+        return self._general(plan, device, single, text, message.received_at)
+
+    def _general(
+        self, plan: DevicePlan, device: _DeviceMapping, single: str | None, text: str, received_at: datetime
+    ) -> list[ParsedEntity]:
+        """Any message: its entities, or the first problem found (the usual message is :func:`_usual`'s)."""
         if single is not None:
             if not text or "|" in text or "#" in text:
                 raise InvalidRecordError(
@@ -423,43 +572,12 @@ class UltraLightAdapter(Adapter):
                     f"a message on .../attrs/{single[:40]} must carry one plain value",
                     field=single,
                 )
-            groups = [self._group(plan, device, None, [(single, text)], message.received_at)]
+            groups = [self._group(plan, device, None, [(single, text)], received_at)]
         else:
-            groups = [
-                self._group(plan, device, stamp, pairs, message.received_at) for stamp, pairs in split_measures(text)
-            ]
+            groups = [self._group(plan, device, stamp, pairs, received_at) for stamp, pairs in split_measures(text)]
         if len(groups) == 1:  # the usual message: one group, one observation
             return [self._entity(plan, device, groups[0].moment, groups[0].values)]
         return [self._entity(plan, device, moment, values) for moment, values in merge_by_time(groups)]
-
-    @classmethod
-    def _usual(
-        cls, plan: DevicePlan, device: _DeviceMapping, text: str, received_at: datetime
-    ) -> list[ParsedEntity] | None:
-        """The usual message in one pass: one group, perhaps with its timestamp, of measures whose texts
-        were converted before. None for anything else (the general path then maps it, or says why not)."""
-        fields = text.split("|")
-        size = len(fields)
-        first = 0
-        if size % 2:
-            if size == 1 or not fields[0][:1].isdigit():
-                return None
-            first = 1
-        if text[:1] == "|" or "" in fields:
-            return None
-        values: dict[str, float | int] = {}
-        measures = device.measures
-        for position in range(first, size, 2):
-            measure = measures.get(fields[position])
-            if measure is None or measure[1] is None:
-                return None
-            value = measure[2].get(fields[position + 1])
-            name = measure[0]
-            if value is None or name in values:  # a text not converted yet; a key given twice
-                return None
-            values[name] = value
-        moment = parse_instant(fields[0], field=TIME_INSTANT, zone=plan.tz) if first else received_at
-        return [cls._entity(plan, device, moment, values)]
 
     def _resolve(self, topic: str | None) -> tuple[DevicePlan, _DeviceMapping, str | None]:
         """The device a topic names, or the reason it names none; a topic that names one is remembered."""
@@ -571,6 +689,79 @@ class UltraLightAdapter(Adapter):
         data.update(values)
         data["refDevice"] = device.ref_device
         return ParsedEntity(data)
+
+
+def _usual(device: _DeviceMapping, text: str, received_at: datetime) -> list[ParsedEntity] | None:
+    """The usual message in one pass: one group of provisioned keys, none twice, perhaps with its time
+    (leading, or as the TimeInstant measure). None for anything else, and for any value or time that does
+    not read: the general path then maps the message or says what is wrong, as it always did."""
+    if "#" in text:
+        return None
+    fields = text.split("|")
+    if len(fields) % 2:
+        stamp: str | None = fields[0]
+        keys = tuple(fields[1::2])
+        raws = fields[2::2]
+    else:
+        stamp = None
+        keys = tuple(fields[0::2])
+        raws = fields[1::2]
+    shape = device.shapes.get(keys)
+    if shape is None:
+        shape = device.shape(keys)
+        if shape is None:
+            return None
+    found = list(map(dict.get, shape.tables, raws))
+    if None in found and not _convert(device, shape, raws, found):
+        return None
+    data = shape.template.copy()  # (its keys are all there: the entity is filled in, never reordered)
+    when: Any
+    if stamp is None:
+        if shape.time_at >= 0:
+            when = found.pop(shape.time_at)
+        elif shape.instant:  # the most usual of all: the time is the receipt's
+            data["dateObserved"] = received_iso(received_at)
+            data.update(zip(shape.names, found, strict=True))
+            return [ParsedEntity(data)]
+        else:
+            when = device.clock.properties(received_at)
+    elif shape.time_at >= 0 or not stamp[:1].isdigit():
+        return None  # two times (the general path compares them); a key lacking its value (refused)
+    else:
+        when = shape.stamps.get(stamp) or device.clock.read(stamp, TIME_INSTANT)
+        if when is None:
+            return None
+    if shape.instant:
+        data["dateObserved"] = when
+    else:
+        data["dateObservedFrom"], data["dateObservedTo"], data["dateObserved"] = when
+    data.update(zip(shape.names, found, strict=True))
+    return [ParsedEntity(data)]
+
+
+def _convert(device: _DeviceMapping, shape: _Shape, raws: list[str], found: list[Any]) -> bool:
+    """Fill in the values (and time) not read before, remembering them; False if one does not read."""
+    for position, value in enumerate(found):
+        if value is not None:
+            continue
+        raw = raws[position]
+        key = shape.keys[position]
+        rule = shape.rules[position]
+        if rule is None:
+            value = device.clock.read(raw, key)
+            if value is None:
+                return False
+        else:
+            try:
+                value = rule.apply(parse_decimal(raw, field=key), field=key)
+            except Exception:  # the general path says what is wrong (or raises the same)
+                return False
+            seen = shape.tables[position]
+            if len(seen) >= VALUES_KEPT:
+                seen.clear()
+            seen[raw] = value
+        found[position] = value
+    return True
 
 
 def split_measures(text: str) -> list[tuple[str | None, list[tuple[str, str]]]]:

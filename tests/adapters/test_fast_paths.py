@@ -443,6 +443,224 @@ def _ul_adapter() -> UltraLightAdapter:
     return UltraLightAdapter(ultralight.UltraLightConfig.model_validate(ul_provisioning()))
 
 
+# UltraLight usual messages against the general path: three kinds of device (a time from the receipt, a
+# leading timestamp over a period, a TimeInstant measure in a zone), usual and unusual payloads.
+
+NOISE, WEATHER = "nzkey01", "wxkey01"
+_UL_NOISE_KEYS = ("laeq", "lamax", "las")
+_UL_WEATHER_KEYS = ("ts", "tf", "h", "ws")
+
+
+def ul_kinds_provisioning() -> dict[str, Any]:
+    def number(object_id: str, name: str, unit: str) -> dict[str, Any]:
+        return {"object_id": object_id, "name": name, "type": "Number",
+                "metadata": {"unitCode": {"type": "Text", "value": unit}}}
+
+    config = ul_provisioning()
+    location = config["services"][0]["static_attributes"][0]
+    config["services"][0]["static_attributes"] = [
+        {"name": "typeofLocation", "type": "Text", "value": "outdoor"}, location,
+        {"name": "dataProvider", "type": "Text", "value": "city"},
+    ]
+    config["services"] += [
+        {"apikey": NOISE, "entity_type": "NoiseLevelObserved", "static_attributes": [location],
+         "observation_window": {"seconds": 900, "time_marks": "end"},
+         "attributes": [number("laeq", "LAeq", "2N"), number("lamax", "LAmax", "2N"), number("las", "LAS", "2N")]},
+        {"apikey": WEATHER, "entity_type": "WeatherObserved", "timezone": "Europe/Madrid",
+         "static_attributes": [location],
+         "attributes": [{"object_id": "ts", "name": "TimeInstant", "type": "DateTime"},
+                        number("tf", "temperature", "FAH"), number("h", "relativeHumidity", "P1"),
+                        number("ws", "windSpeed", "KMH")]},
+    ]
+    for device in config["devices"]:
+        device["apikey"] = AQ
+    config["devices"] += [
+        {"device_id": "nz", "apikey": NOISE},
+        {"device_id": "nzs", "apikey": NOISE, "observation_window": {"seconds": 300, "time_marks": "start"}},
+        {"device_id": "wx", "apikey": WEATHER},
+        {"device_id": "hash", "apikey": AQ, "attributes": [number("pm#25", "pm25", "GQ")]},  # ('#' splits groups)
+    ]
+    return config
+
+
+def _ul_kinds_adapter() -> UltraLightAdapter:
+    return UltraLightAdapter(ultralight.UltraLightConfig.model_validate(ul_kinds_provisioning()))
+
+
+_UL_DEVICES = {
+    f"/ul/{AQ}/cel/attrs": ("t", "h"), f"/ul/{AQ}/fah/attrs": ("t", "h"), f"/{AQ}/cel/attrs": ("t", "h"),
+    f"/ul/{NOISE}/nz/attrs": _UL_NOISE_KEYS, f"/ul/{NOISE}/nzs/attrs": _UL_NOISE_KEYS,
+    f"/ul/{WEATHER}/wx/attrs": _UL_WEATHER_KEYS, f"/ul/{AQ}/hash/attrs": ("t", "h"),
+}
+_UL_ODD_TOPICS = [f"/ul/{AQ}/nobody/attrs", "/ul/nokey/cel/attrs", f"/ul/{AQ}/cel/attrs/t", f"/ul/{AQ}/cel/cmd", "x"]
+_UL_STAMPS = ["2026-03-02T09:00:00Z", "2026-03-02T09:00:00.250Z", "2026-03-02T09:00:00", "2026-03-02T10:00:00+01:00",
+              "2026-13-02T09:00:00Z", "2026-03-29T02:30:00", "2026-10-25T02:30:00", " 2026-03-02T09:00:00",
+              "2026-03-02T09:00:00.123456789Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-03-02", "9", "x"]
+_ul_numbers = st.one_of(
+    st.sampled_from(["21.4", "56", "0", "-0", "0.0", "10", "50", "99.5", "40.1", "1e1", "1E-2", "+5", ".5", "5."]),
+    st.integers(-60, 130).map(str),
+    st.decimals(-50, 120, places=2, allow_nan=False).map(str),
+)
+_ul_values = st.one_of(
+    _ul_numbers,
+    st.sampled_from(["", "nan", "NaN", "inf", "-inf", "Infinity", "1e400", "500", "-300", "x", "0x10", "1,5", " 1",
+                     "1 ", "\uff11", "1_0", "9" * 400, "2026-03-02T09:00:00Z"]),
+    st.text(alphabet="0123456789.-+eE xé", max_size=6),
+)
+
+
+@st.composite
+def _ul_usual(draw: st.DrawFn) -> RawMessage:
+    """A message as devices send them: provisioned keys, each once, with readings in range."""
+    topic = draw(st.sampled_from(sorted(_UL_DEVICES)))
+    known = _UL_DEVICES[topic]
+    keys = draw(st.lists(st.sampled_from([k for k in known if k != "ts"]), min_size=1, unique=True))
+    pairs = [(key, draw(st.integers(0, 60).map(str) | st.sampled_from(["21.4", "40.5", "0.5", "55.25"])))
+             for key in keys]
+    if "ts" in known:
+        pairs.insert(draw(st.integers(0, len(pairs))), ("ts", draw(st.sampled_from(_UL_STAMPS[:4]))))
+    text = "|".join(f"{k}|{v}" for k, v in pairs)
+    if "ts" not in known and draw(st.booleans()):
+        text = draw(st.sampled_from(_UL_STAMPS[:2])) + "|" + text
+    text += draw(st.sampled_from(["", "", "\r\n", " "]))
+    received = draw(st.datetimes(datetime(2000, 1, 1), datetime(2040, 1, 1), timezones=st.just(UTC)))
+    return RawMessage(payload=text.encode(), source="t", received_at=received, topic=topic)
+
+
+@st.composite
+def _ul_unusual(draw: st.DrawFn) -> RawMessage:
+    """Anything near a usual message: odd keys, values, times, separators, topics, encodings."""
+    topic = draw(st.sampled_from([*sorted(_UL_DEVICES), *_UL_ODD_TOPICS]))
+    keys = st.sampled_from([*_UL_DEVICES.get(topic, ("t",)), "t", "zz", "", "TimeInstant", "ts", "T", "pm#25"])
+    tokens = draw(st.lists(st.one_of(keys, _ul_values, st.sampled_from(_UL_STAMPS)), max_size=12))
+    separators = st.sampled_from(["|", "|", "|", "|", "#", "||", "|#|", " | "])
+    text = tokens[0] if tokens else ""
+    for token in tokens[1:]:
+        text += draw(separators) + token
+    text = draw(st.sampled_from(["", "", "|", "#", "2026-03-02T09:00:00Z|", "x|"])) + text
+    text += draw(st.sampled_from(["", "", "|", "#", "\r\n", " ", "|x"]))
+    payload = text.encode()
+    if draw(st.integers(0, 9)) == 0:
+        payload = payload[: draw(st.integers(0, len(payload)))] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xe9"]))
+    received = draw(st.sampled_from([
+        RECEIVED, datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 3, 2, 10, tzinfo=timezone(timedelta(hours=1))),
+    ]))
+    return RawMessage(payload=payload, source="t", received_at=received, topic=topic)
+
+
+def ul_outcome(call: Any, *args: Any) -> Any:
+    """Entities as the bytes they are stored as (key order, int or float), or the refusal."""
+    try:
+        return [(orjson.dumps(e.data), e.removed_fields) for e in call(*args)]
+    except InvalidRecordError as exc:
+        return (exc.reason, exc.detail, exc.field)
+    except (ValueError, ArithmeticError) as exc:  # (as the general path raises it, if it does)
+        return (type(exc).__name__, str(exc))
+
+
+def ul_general(adapter: UltraLightAdapter, message: RawMessage) -> list[ParsedEntity]:
+    """The general path alone: topic, decoding, then :meth:`_general` (what parse did before its shortcut)."""
+    plan, device, single = adapter._resolve(message.topic)
+    text = fields.decode_text(message.payload).rstrip("\r\n ")
+    return adapter._general(plan, device, single, text, message.received_at)
+
+
+def assert_ul_paths_agree(adapter: UltraLightAdapter, message: RawMessage) -> Any:
+    expected = ul_outcome(ul_general, _ul_kinds_adapter(), message)
+    for _ in range(2):  # a fresh table, then what the first call remembered
+        assert ul_outcome(adapter.parse, message) == expected, message.payload
+    assert ul_outcome(ul_general, adapter, message) == expected, message.payload
+    return expected
+
+
+_UL_WARM = _ul_kinds_adapter()
+
+
+@FAST
+@given(_ul_usual())
+def test_ultralight_usual_messages_take_the_fast_path(message: RawMessage) -> None:
+    expected = assert_ul_paths_agree(_UL_WARM, message)
+    assert isinstance(expected, list) and len(expected) == 1
+    for adapter in (_UL_WARM, _ul_kinds_adapter()):
+        _, device, _ = adapter._resolve(message.topic)
+        text = message.payload.decode().rstrip("\r\n ")
+        (entity,) = ultralight._usual(device, text, message.received_at) or [None]  # (not the general path)
+        assert entity is not None and orjson.dumps(entity.data) == expected[0][0]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ul_unusual())
+def test_ultralight_unusual_messages_are_mapped_or_refused_as_the_general_path(message: RawMessage) -> None:
+    assert_ul_paths_agree(_UL_WARM, message)
+    assert_ul_paths_agree(_ul_kinds_adapter(), message)
+
+
+@pytest.mark.parametrize(
+    ("topic", "text"),
+    [
+        (f"/ul/{AQ}/cel/attrs", "t|21.4|h|56"), (f"/ul/{AQ}/cel/attrs", "t|21.4|h|56|t|21.4"),
+        (f"/ul/{AQ}/cel/attrs", "t|21.4|h|56|t|22"), (f"/ul/{AQ}/cel/attrs", "t|nan"), (f"/ul/{AQ}/cel/attrs", "t|inf"),
+        (f"/ul/{AQ}/cel/attrs", "t|"), (f"/ul/{AQ}/cel/attrs", "t"), (f"/ul/{AQ}/cel/attrs", "t|1|h"),
+        (f"/ul/{AQ}/cel/attrs", "zz|1"), (f"/ul/{AQ}/cel/attrs", "t|1#h|2"), (f"/ul/{AQ}/cel/attrs", "t|1|h|2#"),
+        (f"/ul/{AQ}/cel/attrs", "t|1" * 3000), (f"/ul/{AQ}/cel/attrs", "|".join(f"t{n}|1" for n in range(5000))),
+        (f"/ul/{AQ}/cel/attrs", "2026-03-02T09:00:00Z|t|1|h|2"), (f"/ul/{AQ}/cel/attrs", "x2026|t|1"),
+        (f"/ul/{NOISE}/nz/attrs", "2026-03-02T09:00:00Z|laeq|55.5|lamax|70|las|50"),
+        (f"/ul/{NOISE}/nzs/attrs", "2026-03-02T09:00:00Z|laeq|55.5|lamax|70|las|50"),
+        (f"/ul/{NOISE}/nz/attrs", "laeq|55.5|lamax|70"), (f"/ul/{NOISE}/nz/attrs", "2026-03-02T09:00:00|laeq|55.5"),
+        (f"/ul/{NOISE}/nz/attrs", "0001-01-01T00:05:00Z|laeq|55.5"),
+        (f"/ul/{NOISE}/nzs/attrs", "9999-12-31T23:59:00Z|laeq|55.5"),
+        (f"/ul/{WEATHER}/wx/attrs", "ts|2026-03-02T09:00:00|tf|50|h|40"),
+        (f"/ul/{WEATHER}/wx/attrs", "tf|50|ts|2026-03-02T09:00:00"),
+        (f"/ul/{WEATHER}/wx/attrs", "ts|2026-03-02T09:00:00"),
+        (f"/ul/{WEATHER}/wx/attrs", "2026-03-02T08:00:00Z|ts|2026-03-02T09:00:00|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", "2026-03-02T09:00:00|ts|2026-03-02T09:00:00|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", "2026-03-02T09:00:00Z|ts|2026-03-02T09:00:00|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", "2026-03-02T09:00:00Z|tf|50|ts|2026-03-02T09:00:00"),
+        (f"/ul/{AQ}/hash/attrs", "pm#25|3"), (f"/ul/{AQ}/hash/attrs", "t|1|pm#25|3"), (f"/ul/{AQ}/hash/attrs", "t|1"),
+        (f"/ul/{WEATHER}/wx/attrs", "ts|2026-03-29T02:30:00|tf|50"), (f"/ul/{WEATHER}/wx/attrs", "ts|x|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", "ts| 2026-03-02T09:00:00|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", " 2026-03-02T09:00:00|tf|50"),
+        (f"/ul/{WEATHER}/wx/attrs", "ts|2026-03-02T09:00:00|ts|2026-03-02T09:00:00|tf|50"),
+    ],
+)
+def test_ultralight_edge_messages_agree(topic: str, text: str) -> None:
+    adapter = _ul_kinds_adapter()
+    for warm_up in ("", "ts| 2026-03-02T09:00:00|tf|50", "ts|2026-03-02T09:00:00|tf|50"):
+        if warm_up:  # (a time read from a measure must not make a leading one acceptable)
+            adapter.parse(RawMessage(payload=warm_up.encode(), source="t", received_at=RECEIVED,
+                                     topic=f"/ul/{WEATHER}/wx/attrs"))
+        assert_ul_paths_agree(adapter, RawMessage(payload=text.encode(), source="t", received_at=RECEIVED, topic=topic))
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3)), MADRID])))
+@FAST
+def test_ultralight_receipt_times_are_written_as_utc_iso(moment: datetime) -> None:
+    assert ultralight.received_iso(moment) == utc_iso(moment) == plain_utc_iso(moment)
+    assert ultralight.received_iso(moment) == utc_iso(moment)  # (the minute remembered)
+
+
+def test_ultralight_shapes_times_and_minutes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ultralight, "SHAPES_KEPT", 2)
+    monkeypatch.setattr(ultralight, "STAMPS_KEPT", 3)
+    monkeypatch.setattr(ultralight, "MINUTES_KEPT", 4)
+    monkeypatch.setattr(ultralight, "_MINUTES", {})
+    adapter = _ul_kinds_adapter()
+    shapes = ["t|1", "h|1", "t|1|h|2", "h|1|t|2", "zz|1", "t|1|t|1"]
+    for n in range(30):
+        message = RawMessage(payload=shapes[n % len(shapes)].encode(), source="t",
+                             received_at=RECEIVED + timedelta(minutes=n), topic=f"/ul/{AQ}/cel/attrs")
+        assert ul_outcome(adapter.parse, message) == ul_outcome(ul_general, _ul_kinds_adapter(), message)
+        stamp = f"2026-03-02T09:{n:02d}:00"
+        (wx,) = adapter.parse(RawMessage(payload=f"ts|{stamp}|tf|50".encode(), source="t", received_at=RECEIVED,
+                                         topic=f"/ul/{WEATHER}/wx/attrs"))
+        assert wx.data["dateObserved"] == utc_iso(localize(datetime.fromisoformat(stamp), MADRID, field="", raw=""))
+        for device in adapter._devices.values():
+            assert len(device.shapes) <= 2 and len(device.clock.texts) <= 3
+            assert all(set(shape) <= set(device.measures) for shape in device.shapes)  # (only provisioned keys)
+        assert len(ultralight._MINUTES) <= 4
+
+
 # -- traffic counters -----------------------------------------------------------------------------------
 
 
