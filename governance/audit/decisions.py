@@ -7,6 +7,7 @@ so the pseudonymized input replays to the same decision (``citygov policy replay
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from governance.audit.entries import Action, AuditEvent
@@ -22,6 +23,10 @@ class DecisionAuditor:
 
     def __call__(self, record: DecisionRecord, /) -> None:
         self.log.append([decision_event(record, self.log.pseudonymize)])
+
+    def record_many(self, records: Sequence[DecisionRecord], /) -> None:
+        """Several decisions in one append (one transaction, one signed tree head), in order."""
+        self.log.append([decision_event(record, self.log.pseudonymize) for record in records])
 
 
 def decision_event(record: DecisionRecord, pseudonymize: Any) -> AuditEvent:

@@ -8,6 +8,7 @@ decision cannot be audited, so it is replaced by a deny (``policy_audit_unavaila
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from governance.policy.engine import PolicyEngine
@@ -52,6 +53,29 @@ class DecisionPoint:
             return Decision.fail_closed(decision.revision, "audit_unavailable",
                                         f"the decision could not be recorded ({type(exc).__name__})")
         return decision
+
+    def record_many(self, items: Sequence[tuple[PolicyInput, Decision, bool, int | None]]) -> list[Decision]:
+        """``record`` for several decisions at once — (input, decision, cached, records) each — in one call of the
+        recorder when it can take a list (``record_many``; the audit log: one append, one signed tree head).
+        If they cannot be recorded, every one of them becomes a deny, as with ``record``."""
+        if self.on_decision is None or not items:
+            return [decision for _, decision, _, _ in items]
+        records = [DecisionRecord(revision=decision.revision, stage=policy_input.stage, input=policy_input,
+                                  decision=decision, engine=self.engine.name, cached=cached, records=count)
+                   for policy_input, decision, cached, count in items]
+        many: Callable[[Sequence[DecisionRecord]], None] | None = getattr(self.on_decision, "record_many", None)
+        try:
+            if many is not None:
+                many(records)
+            else:
+                for record in records:
+                    self.on_decision(record)
+        except Exception as exc:
+            log.exception("decision recorder failed; denying")
+            return [Decision.fail_closed(decision.revision, "audit_unavailable",
+                                         f"the decision could not be recorded ({type(exc).__name__})")
+                    for _, decision, _, _ in items]
+        return [decision for _, decision, _, _ in items]
 
     def decide(self, policy_input: PolicyInput, *, records: int | None = None) -> Decision:
         """Evaluate and record."""

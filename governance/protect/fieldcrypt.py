@@ -29,7 +29,7 @@ import os
 import secrets
 import struct
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -161,6 +161,12 @@ def _heads(copies: list[dict[str, Any]], times: list[datetime | None]) -> list[b
     return list(map(bytes.__add__, map(id_parts.__getitem__, ids), instant_parts))
 
 
+def observation_time_fields(schemas: Iterable[EntitySchema]) -> frozenset[str]:
+    """The observation-time properties of ``schemas``: the fields ``reveal`` may find plain or sealed
+    (``clear_ok``), since rows written before they were left in the clear keep them sealed."""
+    return frozenset(schema.observed_at for schema in schemas if schema.observed_at)
+
+
 @dataclass(frozen=True)
 class ProtectionPlan:
     """What to do with one entity type at write: which fields become pseudonyms, which are encrypted."""
@@ -188,7 +194,8 @@ class ProtectionPlan:
         """The plan for a standard schema: None if the type has no data subject.
 
         The subject, a personal entity id and personal relationships (``refDevice``…) become pseudonyms;
-        every other personal or special-category property is encrypted.
+        every other personal or special-category property is encrypted — except the observation-time
+        property (``schema.observed_at``), which stays in the clear.
         """
         subject = schema.subject_property
         if subject is None:
@@ -198,7 +205,12 @@ class ProtectionPlan:
             if level.rank >= Classification.PERSONAL.rank and name not in _NEVER_PROTECTED
         }
         linked = {name for name in personal if name == "id" or name in schema.relationships} - {subject}
-        return cls(subject_property=subject, encrypt=frozenset(personal - linked - {subject}),
+        # The observation time is not sealed: every row stores it in the clear anyway, in its ``observed_at``
+        # column (the retention deadline and time-window queries need it), and every sealed value's associated
+        # data binds it, so a sealed copy inside ``data`` would hide nothing and cost an AES-GCM call a record.
+        # Rows written before keep it sealed; ``reveal`` opens those and passes plain ones (``clear_ok``).
+        clear = {schema.observed_at} if schema.observed_at else set()
+        return cls(subject_property=subject, encrypt=frozenset(personal - linked - {subject} - clear),
                    pseudonymize=frozenset(linked))
 
 
@@ -326,25 +338,35 @@ class FieldProtector:
         fields: Collection[str],
         subject_property: str,
         observed_at: Sequence[datetime | None],
+        clear_ok: Collection[str] = (),
     ) -> list[dict[str, Any]]:
         """New dicts with ``fields`` decrypted; other sealed fields stay sealed.
 
         Any value that does not open — tampered, moved, or its subject erased — raises the one opaque
-        ``DecryptionError`` for the whole call: a reader never gets a silently partial answer.
+        ``DecryptionError`` for the whole call: a reader never gets a silently partial answer. A plain value
+        where a sealed one is expected does not open either, except in a field of ``clear_ok``: the schema's
+        observation-time property (``observation_time_fields``), sealed by rows written before it was left in the
+        clear and plain since, is opened when sealed and passed through when plain.
         """
         if len(observed_at) != len(entities):
             raise ProtectionError("observed_at must give one time per entity")
         wanted = [name for name in fields if name not in (subject_property, "id")]
-        subjects = {
-            e.get(subject_property) for e in entities if any(name in e for name in wanted)
-        }
+        if clear_ok:
+            def sealed_in(entity: Mapping[str, Any]) -> list[str]:
+                # a plain observation time passes through (see ProtectionPlan.from_schema): nothing to open
+                return [name for name in wanted
+                        if name in entity and (name not in clear_ok or is_sealed(entity[name]))]
+        else:
+            def sealed_in(entity: Mapping[str, Any]) -> list[str]:
+                return [name for name in wanted if name in entity]
+        subjects = {e.get(subject_property) for e in entities if sealed_in(e)}
         if not all(is_pseudonym(s) for s in subjects):
             raise DecryptionError
         keys = self.subject_keys.data_keys({str(s) for s in subjects}, create=False)
         out: list[dict[str, Any]] = []
         for entity, observed in zip(entities, observed_at, strict=True):
             copy = dict(entity)
-            present = [name for name in wanted if name in copy]
+            present = sealed_in(copy)
             if present:
                 aead = keys.get(str(copy.get(subject_property)))
                 if aead is None:

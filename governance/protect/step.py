@@ -1,14 +1,18 @@
 """The storage stage as a pipeline step: the storage policy decides, this step carries it out at write.
 
 Once per batch and scope (dataset, set of fields) the storage policy is asked — with the decision cached
-by policy revision like the collection step's — and its obligations are applied to the whole group:
+by policy revision like the collection step's; the decisions of all a batch's scopes are audited together, in
+one append (one transaction, one signed tree head), and if they cannot be, every one of them is a deny
+(``policy_audit_unavailable``) — and its obligations are applied to the whole group:
 
 - ``retention``: each entity gets ``retain_until`` = its observation time (else its receive time) plus the
   days decided; the retention sweep deletes it after that;
 - ``pseudonymize`` (recipient ``store``) and ``encrypt_at_rest``: together with the schema's protection
   plan (the floor: a policy can add protection, never remove what the schema classifies personal), the
   subject and identifiers tied to the person become pseudonyms and personal fields are sealed under the
-  subject's data key (:class:`governance.protect.fieldcrypt.FieldProtector`), in one call per group.
+  subject's data key (:class:`governance.protect.fieldcrypt.FieldProtector`), in one call per group. The
+  schema's observation-time property is never sealed, even where ``encrypt_at_rest`` lists it: the row's
+  ``observed_at`` column holds it in the clear anyway (see ``ProtectionPlan.from_schema``).
 
 A deny, an obligation this step does not know, or a failed evaluation rejects the group's records (step
 ``storage``; they go to quarantine). Records of an erased subject are refused and their payload is not
@@ -97,14 +101,18 @@ class ProtectStep:
                 shape = (data["type"], tuple(data))  # the type as given: str() only for a shape not seen yet
                 members = shapes.get(shape)
                 if members is None:
-                    scope = (self.catalog.get(entity.entity_type).dataset, frozenset(data))
-                    members = shapes[shape] = groups.setdefault(scope, [])
+                    group = (self.catalog.get(entity.entity_type).dataset, frozenset(data))
+                    members = shapes[shape] = groups.setdefault(group, [])
                 members.append((record, index, entity))
         keys = self._lookup(groups)
-        for (dataset, fields), members in groups.items():
+        scopes = [(StorageScope(dataset, fields), members) for (dataset, fields), members in groups.items()
+                  if any(m[0].active for m in members)]
+        # every scope's decision first, recorded in one go (one audit append), then carried out group by group
+        decisions = self._decisions(adapter, scopes, now)
+        for (scope, members), decision in zip(scopes, decisions, strict=True):
             live = [m for m in members if m[0].active]
             if live:
-                self._store(adapter, StorageScope(dataset, fields), live, now, keys)
+                self._store(scope, live, keys, decision)
 
     def _lookup(self, groups: dict[tuple[str, frozenset[str]], list[Member]]) -> KeyLookup:
         """The subject keys of the whole batch, read in one go (nothing created): every group's subjects."""
@@ -124,9 +132,7 @@ class ProtectStep:
                     continue  # not an identifier: its group refuses or reports it below, as without the lookup
         return self.protector.subject_keys.lookup(subjects)
 
-    def _store(self, adapter: Adapter, scope: StorageScope, members: list[Member],
-               now: datetime, keys: KeyLookup) -> None:
-        decision = self._decision(adapter, scope, now, len(members))
+    def _store(self, scope: StorageScope, members: list[Member], keys: KeyLookup, decision: Decision) -> None:
         revision_note = f"policy revision {decision.revision[:12]}"
         if not decision.allow:
             reason = decision.reasons[0] if decision.reasons else None
@@ -218,26 +224,31 @@ class ProtectStep:
         deque(map(setattr, entities, repeat("data"), sealed), maxlen=0)
         return kept, kept_times
 
-    def _decision(self, adapter: Adapter, scope: StorageScope, now: datetime, count: int) -> Decision:
+    def _decisions(self, adapter: Adapter, scopes: list[tuple[StorageScope, list[Member]]],
+                   now: datetime) -> list[Decision]:
+        """The decision of each scope (cached by revision), all recorded in one call of the decision point."""
         revision = self.point.revision
-        key = ("storage", scope)
-        cached = self.cache.get(revision, key, now)
-        if cached is not None:
-            policy_input, decision = cached
-        else:
-            subject_property = self._subject_property(scope.dataset)
-            policy_input = PolicyInput(
-                stage=Stage.STORAGE,
-                actor=ACTOR,
-                dataset=scope.dataset,
-                fields=tuple(scope.fields),
-                subject=Subject(property=subject_property) if subject_property in scope.fields else None,
-                context=Context(time=now, channel=adapter.transport, form="raw"),
-            )
-            decision = self.point.evaluate(policy_input)
-            if decision.failure is None:
-                self.cache.put(revision, key, now, policy_input, decision)
-        return self.point.record(policy_input, decision, cached=cached is not None, records=count)
+        items: list[tuple[PolicyInput, Decision, bool, int | None]] = []
+        for scope, members in scopes:
+            key = ("storage", scope)
+            cached = self.cache.get(revision, key, now)
+            if cached is not None:
+                policy_input, decision = cached
+            else:
+                subject_property = self._subject_property(scope.dataset)
+                policy_input = PolicyInput(
+                    stage=Stage.STORAGE,
+                    actor=ACTOR,
+                    dataset=scope.dataset,
+                    fields=tuple(scope.fields),
+                    subject=Subject(property=subject_property) if subject_property in scope.fields else None,
+                    context=Context(time=now, channel=adapter.transport, form="raw"),
+                )
+                decision = self.point.evaluate(policy_input)
+                if decision.failure is None:
+                    self.cache.put(revision, key, now, policy_input, decision)
+            items.append((policy_input, decision, cached is not None, sum(1 for m in members if m[0].active)))
+        return self.point.record_many(items)
 
     def _subject_property(self, dataset: str) -> str | None:
         for entity_type in self.catalog.types():
@@ -263,10 +274,12 @@ class ProtectStep:
                 pseudonymize.update(obligation.fields)
         subject_property = self._subject_property(scope.dataset)
         floor = None
+        observed: str | None = None
         for entity_type in self.catalog.types():
             schema = self.catalog.get(entity_type)
             if schema.dataset == scope.dataset:
                 floor = ProtectionPlan.from_schema(schema)
+                observed = schema.observed_at
                 break
         if floor is None and not (encrypt or pseudonymize):
             return StoragePlan(retention, None, decision.revision)
@@ -277,6 +290,10 @@ class ProtectStep:
             pseudonymize |= floor.pseudonymize
         pseudonymize.discard(subject_property)
         encrypt -= pseudonymize | {subject_property, "id", "type"}
+        # the observation time stays in the clear even where an encrypt_at_rest obligation lists it: the row's
+        # observed_at column holds it in the clear anyway (see ProtectionPlan.from_schema)
+        if observed is not None:
+            encrypt.discard(observed)
         protection = ProtectionPlan(subject_property=subject_property, encrypt=frozenset(encrypt),
                                     pseudonymize=frozenset(pseudonymize))
         return StoragePlan(retention, protection, decision.revision)

@@ -66,7 +66,7 @@ from governance.policy.model import (
 )
 from governance.policy.service import Outcome, apply_decision, decide_use_or_sharing
 from governance.protect.errors import DecryptionError
-from governance.protect.fieldcrypt import FieldProtector, is_sealed
+from governance.protect.fieldcrypt import FieldProtector, is_sealed, observation_time_fields
 from governance.protect.keyring import Keyring
 from governance.protect.pseudonym import Pseudonyms, is_pseudonym
 from governance.sharing.aggregate import aggregate as exact_aggregate
@@ -510,8 +510,11 @@ class QueryService:
         if subject is None:
             raise StorageError("a released value is still sealed; nothing is released")
         times = [row.observed_at for row in chunk]
+        # the observation time: sealed in rows written before it was left in the clear, plain since
+        clear_ok = observation_time_fields(dataset.schemas)
         try:
-            opened = self.protector.reveal(entities, fields=sealed, subject_property=subject, observed_at=times)
+            opened = self.protector.reveal(entities, fields=sealed, subject_property=subject, observed_at=times,
+                                           clear_ok=clear_ok)
             return self._unsealed(opened, released)
         except DecryptionError:
             pass
@@ -520,7 +523,7 @@ class QueryService:
         keep = [i for i, e in enumerate(entities) if e.get(subject) in usable]
         try:
             opened = self.protector.reveal([entities[i] for i in keep], fields=sealed, subject_property=subject,
-                                           observed_at=[times[i] for i in keep])
+                                           observed_at=[times[i] for i in keep], clear_ok=clear_ok)
         except DecryptionError:
             raise StorageError("stored values did not decrypt (altered, or keys unusable); nothing is released") \
                 from None

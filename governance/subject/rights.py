@@ -42,7 +42,7 @@ from governance.consent.tables import ConsentEvent
 from governance.errors import InvalidRequestError
 from governance.ingest.message import entity_urn
 from governance.protect.errors import DecryptionError, ProtectionError
-from governance.protect.fieldcrypt import FieldProtector, is_sealed
+from governance.protect.fieldcrypt import FieldProtector, is_sealed, observation_time_fields
 from governance.protect.keyring import Clock, Keyring, utc_now
 from governance.protect.pseudonym import Pseudonyms, is_pseudonym
 from governance.protect.quarantine import QuarantineVault
@@ -191,8 +191,11 @@ class SubjectRights:
             try:
                 if prop is None or not sealed:
                     raise DecryptionError
+                # the observation time: sealed in rows written before it was left in the clear, plain since
+                clear_ok = observation_time_fields([self.catalog.get(entity_type)])
                 revealed = self.protector.reveal(datas, fields=sealed, subject_property=prop,
-                                                 observed_at=[as_utc(row["observed_at"]) for row in group])
+                                                 observed_at=[as_utc(row["observed_at"]) for row in group],
+                                                 clear_ok=clear_ok)
                 for row, data in zip(group, revealed, strict=True):
                     opened[row["pk"]] = (data, True)
             except DecryptionError:

@@ -92,7 +92,7 @@ def test_every_value_of_a_batch_opens_with_the_documented_format(
             assert open_value(keys[row["refResident"]], token, aad) == original[name]
             nonces.add(raw[:NONCE_BYTES])
             sealed += 1
-    assert sealed > 3 * count and len(nonces) == sealed  # a fresh nonce for every value
+    assert sealed > 2 * count and len(nonces) == sealed  # a fresh nonce for every value
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from adapters.base import Adapter
 from adapters.care_hub import CareHubAdapter
 from adapters.traffic_counter import TrafficCounterAdapter
 from governance.assembly import build_pipeline
+from governance.audit.decisions import DecisionAuditor
+from governance.audit.tables import AuditEntryRow, AuditHeadRow, AuditTreeHeadRow
 from governance.config import Settings
 from governance.consent.registry import ConsentRegistry
 from governance.ingest.batch import Batch, IngestReport, Record
@@ -76,6 +79,9 @@ def test_care_records_are_stored_pseudonymized_and_sealed(engine: Engine, settin
         assert isinstance(data, dict)
         assert is_sealed(data["numValue"]) and is_sealed(data["observationType"])
         assert not is_sealed(data["unitCode"])  # not personal: stays readable
+        # the observation time stays in the clear: the observed_at column holds it anyway
+        assert isinstance(data["dateObserved"], str) and not is_sealed(data["dateObserved"])
+        assert datetime.fromisoformat(data["dateObserved"]) == entities.as_utc(row["observed_at"])  # type: ignore[arg-type]
         observed = entities.as_utc(row["observed_at"])  # type: ignore[arg-type]
         assert observed is not None
         # care.observation raw records are kept 30 days from the observation (policies/data/retention.json)
@@ -85,6 +91,8 @@ def test_care_records_are_stored_pseudonymized_and_sealed(engine: Engine, settin
                               fields={"numValue", "observationType"}, subject_property="refResident",
                               observed_at=[entities.as_utc(r["observed_at"]) for r in observations])  # type: ignore[arg-type]
     assert sorted(o["numValue"] for o in opened) == [64, 71]
+    [alert] = [r for r in rows if r["entity_type"] == "Alert"]
+    assert isinstance(alert["data"], dict) and not is_sealed(alert["data"]["dateIssued"])
     assert {o["observationType"] for o in opened} == {"heartRate"}
 
 
@@ -175,3 +183,69 @@ def test_an_entity_without_observation_time_is_kept_from_its_receive_time(engine
             assert stored.observed_at is None and stored.retain_until == received_at + timedelta(days=days)
         else:
             assert stored.observed_at is not None and stored.retain_until == stored.observed_at + timedelta(days=days)
+
+
+def _care_batch(tmp_path: Path) -> tuple[CareHubAdapter, Batch]:
+    """Three care messages: two observations and a fall alert (two datasets, so two storage scopes)."""
+    adapter = CareHubAdapter()
+    path = capture(tmp_path / "care.jsonl", [care_event(1, value=71), care_event(2, value=64),
+                                              care_event(3, event="fall_detected", value=None)])
+    messages = list(read_capture_lines(path, received_at=FIXED_NOW, max_bytes=100_000))
+    return adapter, Batch([Record(m, m.fingerprint(adapter.name), adapter.parse(m)) for m in messages])
+
+
+def _audit_state(engine: Engine) -> tuple[int, int, list[dict[str, Any]]]:
+    head, tree_head = AuditHeadRow.__table__, AuditTreeHeadRow.__table__  # type: ignore[attr-defined]
+    entry = AuditEntryRow.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        appends = conn.execute(select(head.c.appends)).scalar()
+        heads = conn.execute(select(func.count()).select_from(tree_head)).scalar_one()
+        entries = [orjson.loads(e) for e in conn.execute(select(entry.c.entry).order_by(entry.c.seq)).scalars()]
+    return int(appends or 0), int(heads), entries
+
+
+def test_the_storage_decisions_of_a_batch_are_one_audit_append(engine: Engine, settings: Settings, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter, batch = _care_batch(tmp_path)
+    step = next(s for s in _pipeline(engine, settings).steps if isinstance(s, ProtectStep))
+    appends, heads, before = _audit_state(engine)
+    step.run(adapter, batch)
+    assert all(r.active and r.stored for r in batch.records)
+    appends_after, heads_after, entries = _audit_state(engine)
+    assert (appends_after - appends, heads_after - heads) == (1, 1)  # one transaction, one signed tree head
+    decisions = entries[len(before):]
+    # one entry per scope, in the batch's order, as one append per scope wrote them
+    assert [(e["action"], e["stage"], e["dataset"], e["decision"], e["refs"]["records"]) for e in decisions] == [
+        ("policy.decision", "storage", "care.observation", "allow", 2),
+        ("policy.decision", "storage", "care.alert", "allow", 1)]
+    assert all(e["actor"] == "service:store" and e["policy_revision"] for e in decisions)
+    # the same entries, field for field and in order, as the recorder taking them one by one (one append each)
+    monkeypatch.delattr(DecisionAuditor, "record_many")
+    (tmp_path / "again").mkdir()
+    adapter, batch = _care_batch(tmp_path / "again")
+    step = next(s for s in _pipeline(engine, settings).steps if isinstance(s, ProtectStep))
+    step.run(adapter, batch)
+    appends_again, heads_again, entries = _audit_state(engine)
+    assert (appends_again - appends_after, heads_again - heads_after) == (2, 2)
+    one_by_one = entries[len(before) + 2:]
+    assert [{k: v for k, v in e.items() if k not in ("seq", "time")} for e in one_by_one] == \
+        [{k: v for k, v in e.items() if k not in ("seq", "time")} for e in decisions]
+
+
+class _FailingRecorder:
+    def __call__(self, record: object, /) -> None:
+        raise OSError("audit store unavailable")
+
+    def record_many(self, records: object, /) -> None:
+        raise OSError("audit store unavailable")
+
+
+def test_a_batch_whose_decisions_cannot_be_audited_is_refused(engine: Engine, settings: Settings,
+                                                              tmp_path: Path) -> None:
+    adapter, batch = _care_batch(tmp_path)
+    step = next(s for s in _pipeline(engine, settings).steps if isinstance(s, ProtectStep))
+    step.point.on_decision = _FailingRecorder()
+    step.run(adapter, batch)
+    assert all(not r.active and r.rejection is not None and r.rejection.reason == "policy_audit_unavailable"
+               and not r.stored for r in batch.records)
+    assert _rows(engine) == []

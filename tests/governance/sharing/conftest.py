@@ -61,8 +61,10 @@ def consents(settings: Settings, db: Engine, clock: Clock) -> ConsentRegistry:
 
 
 def store(engine: Engine, entities: Sequence[dict[str, Any]], protector: FieldProtector | None = None,
-          retain_until: datetime | None = None) -> list[dict[str, Any]]:
-    """Write entities as the pipeline does: care types through the field protector (pseudonyms, sealed fields)."""
+          retain_until: datetime | None = None, *, sealed_time: bool = False) -> list[dict[str, Any]]:
+    """Write entities as the pipeline does: care types through the field protector (pseudonyms, sealed fields).
+
+    ``sealed_time``: as rows written before the observation time was left in the clear (it sealed too)."""
     rows: list[dict[str, Any]] = []
     by_type: dict[str, list[dict[str, Any]]] = {}
     for entity in entities:
@@ -72,6 +74,9 @@ def store(engine: Engine, entities: Sequence[dict[str, Any]], protector: FieldPr
         schema = CATALOG.get(entity_type)
         times = [observed_at_of(e, schema.observed_at) for e in group]
         plan = ProtectionPlan.from_schema(schema)
+        if plan is not None and sealed_time and schema.observed_at:
+            plan = ProtectionPlan(subject_property=plan.subject_property, encrypt=plan.encrypt | {schema.observed_at},
+                                  pseudonymize=plan.pseudonymize)
         if plan is not None:
             assert protector is not None, "care entities are stored protected"
             group = protector.protect(group, plan, observed_at=times)
