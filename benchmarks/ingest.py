@@ -419,6 +419,7 @@ def write_profile(profiler: cProfile.Profile, path: Path) -> None:
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(45)
     path.write_text(out.getvalue())
+    stats.dump_stats(path.with_suffix(".prof"))  # the whole profile, for pstats or snakeviz
 
 
 # --------------------------------------------------------------------------------------------------
