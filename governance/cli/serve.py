@@ -48,7 +48,8 @@ def serve_command(
     console.print(f"citygov API on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); docs at /docs",
                   highlight=False)
     if workers == 1:
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        # as app_from_env builds each worker's app: the retention sweep on its schedule, startup objects frozen
+        uvicorn.run(create_app(config, retention=True, freeze_startup_objects=True), **options)  # type: ignore[arg-type]
     else:
         uvicorn.run("governance.api.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
 

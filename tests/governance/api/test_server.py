@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from governance.audit.log import AuditLog
 from governance.cli.main import app as cli
 from governance.config import Settings
 from governance.store.db import create_db_engine, init_schema
+from governance.store.entities import add_entities, count_entities
 from tests.governance.protect.support import KEY_V1, b64
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -185,6 +187,16 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
 
+def _expired_row() -> dict[str, object]:
+    now = datetime.now(UTC)
+    entity = {"id": "urn:ngsi-ld:NoiseLevelObserved:expired", "type": "NoiseLevelObserved", "LAeq": 50.0}
+    return {"entity_id": entity["id"], "entity_type": "NoiseLevelObserved", "dataset": "monitoring.noise",
+            "observed_at": now - timedelta(days=400), "data": entity, "adapter": "test", "adapter_version": "1",
+            "source": "test", "received_at": now, "stored_at": now, "raw_sha256": "0" * 64,
+            "message_fingerprint": "1" * 64, "removed_fields": [], "subject": None,
+            "retain_until": now - timedelta(days=1), "policy_revision": None}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_citygov_serve_starts_ready_and_stops(tmp_path: Path, workers: int) -> None:
     pytest.importorskip("governance.sharing.query", reason="the query layer (sharing) is not in this tree yet")
@@ -193,7 +205,16 @@ def test_citygov_serve_starts_ready_and_stops(tmp_path: Path, workers: int) -> N
     port = free_port()
     command = [str(Path(sys.executable).with_name("citygov")), "serve", "--port", str(port), "--workers",
                str(workers)]
+    engine = create_db_engine(settings.resolved_database_url())
+    init_schema(engine)
+    with engine.begin() as conn:  # one row past its retention deadline: every worker's sweeper deletes it at start
+        add_entities(conn, [_expired_row()])
     with running(command, env, port, startup=120) as proc:
+        deadline = time.monotonic() + 30
+        while count_entities(engine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert count_entities(engine) == 0, "the server runs the retention sweep (one worker or several)"
+        engine.dispose()
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         assert ready.json()["policy_revision"]
