@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from governance.anonymize.tables import PrivacyBudgetRecord
 from governance.errors import InvalidRequestError, QuotaExceededError
+from governance.sharing.reader import release_shared
 
 MICRO = 1_000_000
 _TABLE: Table = PrivacyBudgetRecord.__table__  # type: ignore[attr-defined]
@@ -75,6 +76,7 @@ class PrivacyBudget:
         if cost <= 0:
             raise InvalidRequestError("a differentially private answer spends a positive epsilon")
         now = self.clock()
+        release_shared(self.engine)  # never wait for this connection while holding the request's reads' one
         with self.engine.begin() as conn:
             insert_missing(conn, _TABLE, {"agreement_id": agreement_id, "spent_micro": 0, "answers": 0,
                                           "updated_at": now})

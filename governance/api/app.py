@@ -217,11 +217,14 @@ class ApiState:
             log.exception("could not audit a refused request", extra={"request_id": facts.request_id})
         self.metrics.inc("citygov_api_data_requests_total", decision=reply.decision)
 
-    def authenticate(self, scope: Any, authorization: str | None, body: bytes, *, claim: bool = True) -> Caller:
+    def authenticate(self, scope: Any, authorization: str | None, body: bytes, *, claim: bool = True,
+                     write_on: Callable[[], Connection | None] | None = None) -> Caller:
         """The caller, or SignedRequestError after its ``auth.failed`` entry is written (in a worker thread).
 
         ``claim=False``: every check but the replay store; the request's :meth:`write_request` records the
         ``jti`` (and refuses a replay) in the transaction that writes its audit entry.
+        ``write_on``: called on a failure, before the entry is written — where to write it (see
+        :meth:`record_auth_failure`); a data query's reads give their pooled connection back there.
         """
         try:
             try:
@@ -231,7 +234,7 @@ class ApiState:
             caller = self.authenticator.authenticate(method=scope["method"], url=url, body=body,
                                                      authorization=authorization, claim=claim)
         except SignedRequestError as failure:
-            self.record_auth_failure(scope, failure)
+            self.record_auth_failure(scope, failure, on=None if write_on is None else write_on())
             raise
         scope["state"]["caller"] = caller.actor
         scope["state"]["request_jti"] = caller.jti
@@ -259,7 +262,18 @@ class ApiState:
 
             self.audit.append(decisions, conn=conn, then=after_decisions)  # one append, one signed tree head
 
-    def record_auth_failure(self, scope: Any, failure: SignedRequestError) -> None:
+    def claim_jti(self, caller: Caller, *, on: Connection | None = None) -> None:
+        """Record the caller's ``jti`` in a transaction of its own (on ``on``, else on a pooled connection, after
+        the writer lock); ``SignedRequestError("jti_replayed")`` when it is already recorded."""
+        with local_writer(self.engine), _transaction(self.engine, on) as conn:
+            if not self.replay.claim_in(conn, caller.name, caller.jti, caller.expires_at):
+                raise replayed(Claimed(kid=caller.kid, key_owner=caller.name))
+
+    def record_auth_failure(self, scope: Any, failure: SignedRequestError, *, on: Connection | None = None) -> None:
+        """Count and log the failure and write its ``auth.failed`` entry: on ``on`` (the connection of a request
+        answered on the event loop, which holds the writer lock), else on a pooled connection after the writer
+        lock — never while this thread holds another pooled connection (see :func:`_write_on`). The caller gets
+        its 401 whether or not the entry could be written; nothing is released either way."""
         self.metrics.inc("citygov_api_auth_failures_total", reason=failure.reason)
         self.metrics.inc("citygov_api_data_requests_total", decision="unauthenticated")
         facts = RequestFacts.from_scope(scope)
@@ -267,8 +281,9 @@ class ApiState:
                                                     "detail": failure.detail})
         reply = error_reply(failure)
         try:
-            self.audit.append([auth_failed_event(facts, failure, reply.status,
-                                                 orjson.dumps(reply.body(facts.request_id)))])
+            event = auth_failed_event(facts, failure, reply.status, orjson.dumps(reply.body(facts.request_id)))
+            with local_writer(self.engine), _transaction(self.engine, on) as conn:
+                self.audit.append([event], conn=conn)
         except Exception:  # the caller gets its 401 all the same; nothing was released
             log.exception("could not audit a failed authentication", extra={"request_id": facts.request_id})
 
@@ -478,7 +493,8 @@ def _answer_query(state: ApiState, scope: Any, authorization: str | None, body: 
 def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None, body: bytes,
                           facts: RequestFacts, reads: SharedReads, writer_held: bool = False) -> Response:
     try:
-        caller = state.authenticate(scope, authorization, body, claim=False)
+        caller = state.authenticate(scope, authorization, body, claim=False,
+                                    write_on=lambda: _write_on(reads, writer_held))
     except SignedRequestError as failure:
         return _reply_response(error_reply(failure), facts.request_id)
     answer = _Answer(facts.request_id)
@@ -490,15 +506,14 @@ def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None
             answer.stage = str(stage_for(Actor(kind=caller.kind, id=caller.name),
                                          agreement=getattr(query, "agreement", None),
                                          break_glass=bool(getattr(query, "break_glass", False))).value)
-            if answer.stage == "sharing":
-                if not state.replay.claim(caller.name, caller.jti, caller.expires_at):
-                    raise replayed(Claimed(kid=caller.kid, key_owner=caller.name))
+            if answer.stage == "sharing":  # the key lookup's connection goes back first (see _write_on)
+                state.claim_jti(caller, on=_write_on(reads, writer_held))
                 claimed = True
             if caller.purposes and query.purpose not in caller.purposes:
                 raise AccessDeniedError("purpose not registered", reasons=("purpose_not_registered",))
             answer.released(state.backend.service.run(state.backend.make_requester(caller), query))
         except SignedRequestError as failure:  # a replayed jti, found before the query ran
-            state.record_auth_failure(scope, failure)
+            state.record_auth_failure(scope, failure, on=_write_on(reads, writer_held))
             return _reply_response(error_reply(failure), facts.request_id)
         except Exception as exc:
             answer.refused(exc, facts)
@@ -506,7 +521,7 @@ def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None
         state.write_request(caller, lambda: answer.entry(facts, caller, held), claim=not claimed, held=held,
                             on=_write_on(reads, writer_held))
     except SignedRequestError as failure:  # the jti was recorded first, by an earlier or a racing request
-        state.record_auth_failure(scope, failure)
+        state.record_auth_failure(scope, failure, on=_write_on(reads, writer_held))
         return _reply_response(error_reply(failure), facts.request_id)
     except Exception:
         log.exception("could not audit a data request: nothing released", extra={"request_id": facts.request_id})
@@ -527,15 +542,18 @@ def _answer_authenticated(state: ApiState, scope: Any, authorization: str | None
 
 
 def _write_on(reads: SharedReads, writer_held: bool) -> Connection | None:
-    """Where the request's write transaction goes.
+    """Where each of the request's writes goes — its one write transaction, the sharing stage's ``jti`` claim, an
+    ``auth.failed`` entry.
 
     When this thread already holds the process's SQLite writer lock (the request is answered on the event loop,
     see ``ApiState.data_query``): on the connection its reads used — the loop's kept connection, so no pool
     checkout at all (SQLite reads run without a transaction, so nothing of the reads is held open). The lock was
     taken before that connection, as the request's write takes them (lock, then connection). Otherwise (a worker
     thread, or PostgreSQL, whose reads ran in autocommit) the read connection goes back to the pool first and the
-    write takes one of its own, after the lock, as before: a thread never waits for the lock with the
-    connection its write will use."""
+    write takes one of its own, after the lock: a thread never waits for the lock, or for a second pooled
+    connection, while it holds one. (Holding one while waiting for either is a deadlock once the pool is short:
+    two requests each holding a connection, each waiting for another, or for the lock whose holder waits for a
+    connection — every one of them failed by the pool timeout.) A later read takes a connection again."""
     conn = reads.conn
     if writer_held and conn is not None and conn.dialect.name == "sqlite" and not conn.invalidated:
         return conn

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, Table, select, update
 
 from governance.anonymize.budget import insert_missing
 from governance.errors import QuotaExceededError
+from governance.sharing.reader import release_shared
 from governance.sharing.tables import AgreementUsage
 
 _TABLE: Table = AgreementUsage.__table__  # type: ignore[attr-defined]
@@ -26,6 +27,7 @@ class RequestQuota:
     def take(self, agreement_id: str, limit: int, at: datetime, *, decision_id: str | None = None) -> int:
         """Count a request on ``at``'s UTC day; return the day's count, or raise ``QuotaExceededError``."""
         day = day_of(at)
+        release_shared(self.engine)  # never wait for this connection while holding the request's reads' one
         with self.engine.begin() as conn:
             insert_missing(conn, _TABLE, {"agreement_id": agreement_id, "day": day, "requests": 0})
             done = conn.execute(

@@ -91,6 +91,16 @@ def sharing_reads(engine: Engine) -> Iterator[SharedReads]:
         shared.close()
 
 
+def release_shared(engine: Engine) -> None:
+    """Give back the connection of this thread's (or task's) :func:`sharing_reads` block for ``engine``, if any:
+    called before a write takes a connection of its own, so that a request never waits for a second pooled
+    connection while it holds one (with more requests than connections, each would hold one and wait for
+    another until the pool timeout failed them all). A later read in the block takes a connection again."""
+    shared = _SHARED.get()
+    if shared is not None and shared.engine is engine:
+        shared.close()
+
+
 @dataclass(frozen=True)
 class StoredRow:
     pk: int
