@@ -191,7 +191,8 @@ class _Target:
     converted: dict[tuple[float | int, type], float | int] = dataclass_field(
         default_factory=dict, compare=False, repr=False
     )
-    """(value, its type) → ``rule.apply`` of it, for values already seen (not zero: 0.0 and -0.0 are one key)."""
+    """(value, its type) → ``rule.apply`` of it (of a battery in volts: its level), for values already seen
+    (not zero: 0.0 and -0.0 are one key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,68 @@ class _Uplink:
 
 #: Converted readings kept per mapped key (emptied when full).
 CONVERTED_KEPT = 4096
+#: Devices (never people: LoRaWAN sensors of air, weather and noise) and payload shapes the fast path
+#: has resolved, kept per adapter (each table emptied when full).
+DEVICES_KEPT = 4096
+SHAPES_KEPT = 1024
+#: A payload with more keys than this is not the usual one (its shape is not remembered).
+USUAL_MAX_KEYS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    """What the fast path needs of one known, valid device id: resolved once."""
+
+    profile: _Profile
+    location: tuple[float, float] | None
+    urns: Mapping[str, str]
+    """The id of each of its entities, by type (``Device`` included)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The keys of one ``decoded_payload`` shape under one profile, in their order, resolved once."""
+
+    mapped: tuple[tuple[str, _Target, str], ...]
+    """(key, its target, its field name) of every mapped key."""
+    removed: tuple[str, ...]
+    """The ``removed_fields`` note of the Device (ignored keys, and unknown ones a profile ignores)."""
+    controlled: tuple[str, ...]
+    """``controlledProperty`` of the Device when every mapped key has a value."""
+
+
+def _shape(profile: _Profile, keys: tuple[str, ...]) -> _Shape | None:
+    """The shape of a payload with these keys, or None when a key is unknown and the profile refuses it."""
+    mapped: list[tuple[str, _Target, str]] = []
+    removed: list[str] = []
+    controlled: set[str] = set()
+    for key in keys:
+        target = profile.targets.get(key)
+        if target is None:
+            if key in profile.ignore or profile.unknown_fields == "ignore":
+                removed.append(_payload_field(key))
+                continue
+            return None
+        mapped.append((key, target, profile.fields[key]))
+        if target.rule is not None and target.entity_type != "Device":
+            controlled.add(_controlled(target.entity_type, target.prop))
+    return _Shape(tuple(mapped), tuple(removed), tuple(sorted(controlled)))
+
+
+def _usual_instant(value: Any) -> tuple[datetime, str] | None:
+    """A ``...Z`` time of a year from 1000 on as an aware UTC datetime and as :func:`utc_iso` writes it."""
+    if value.__class__ is not str or value[:1] == "0" or not UTC_TEXT.fullmatch(value):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # (as parse_instant reads it; nanoseconds are cut)
+    except ValueError:
+        return None
+    fraction = moment.microsecond
+    if fraction:
+        return moment, f"{value[:19]}.{fraction // 1000:03d}Z"
+    return moment, f"{value[:19]}Z"
+
+
 #: The settings of a device the configuration does not list (built once: the model is frozen).
 _UNCONFIGURED = DeviceSettings()
 
@@ -291,9 +354,23 @@ class TtnV3Adapter(Adapter):
             self._profiles = {n: compile_profile(p, n) for n, p in self.config.all_profiles().items()}
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
+        self._settings = self.config
+        self._devices: dict[str, _Device] = {}
+        self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
 
     def parse(self, message: RawMessage) -> list[ParsedEntity]:
-        uplink = self._uplink(decode_json_object(message.payload))
+        doc = decode_json_object(message.payload)
+        usual = self._usual(doc)
+        if usual is not None:
+            return usual
+        return self._general(doc)
+
+    def parse_general(self, message: RawMessage) -> list[ParsedEntity]:
+        """Any uplink: its entities, or the first problem found (the usual uplink is :meth:`_usual`'s)."""
+        return self._general(decode_json_object(message.payload))
+
+    def _general(self, doc: dict[str, Any]) -> list[ParsedEntity]:
+        uplink = self._uplink(doc)
         config = self.config
         assert isinstance(config, TtnV3Config)
         if config.applications and uplink.app_id not in config.applications:
@@ -311,6 +388,210 @@ class TtnV3Adapter(Adapter):
             )
         settings = settings or _UNCONFIGURED
         return self._map(uplink, settings, self._profiles[settings.profile])
+
+    # -- the usual uplink -------------------------------------------------------------------------
+
+    def _usual(self, doc: dict[str, Any]) -> list[ParsedEntity] | None:
+        """The usual uplink (a known device, a payload shape its profile maps, numbers in range, ``...Z``
+        times) mapped in one pass, exactly as the general path maps it; None for anything else (the
+        general path then maps it, or says why not)."""
+        up = doc.get("uplink_message")
+        ids = doc.get("end_device_ids")
+        if up.__class__ is not dict or ids.__class__ is not dict or "name" in doc:
+            return None
+        device_id = ids.get("device_id")
+        apps = ids.get("application_ids")
+        if device_id.__class__ is not str or apps.__class__ is not dict:
+            return None
+        app_id = apps.get("application_id")
+        if app_id.__class__ is not str or not app_id.strip():
+            return None
+        config = self._settings
+        if config.applications and app_id not in config.applications:
+            return None
+        device = self._devices.get(device_id)
+        if device is None:
+            device = self._device(device_id)
+            if device is None:
+                return None
+        received = _usual_instant(doc.get("received_at"))
+        if received is None:
+            return None
+        heard = up.get("received_at")
+        observed = received if heard is None else _usual_instant(heard)
+        if observed is None:
+            return None
+        f_port = up.get("f_port", 0)
+        decoded = up.get("decoded_payload")
+        rx = up.get("rx_metadata", [])
+        if (
+            f_port.__class__ is not int
+            or f_port == 0
+            or decoded.__class__ is not dict
+            or not decoded
+            or len(decoded) > USUAL_MAX_KEYS
+            or rx.__class__ is not list
+        ):
+            return None
+        profile = device.profile
+        shape_key = (profile.name, tuple(decoded))
+        shape = self._shapes.get(shape_key)
+        if shape is None:
+            shape = _shape(profile, shape_key[1])
+            if shape is None:
+                return None
+            if len(self._shapes) >= SHAPES_KEPT:
+                self._shapes.clear()
+            self._shapes[shape_key] = shape
+
+        by_type: dict[str, dict[str, float | int]] = {}
+        period_s: float | None = None
+        battery: float | int | None = None
+        complete = True
+        for key, target, name in shape.mapped:
+            value = decoded[key]
+            if value is None:
+                complete = False
+                continue
+            kind = value.__class__
+            if kind is not float and kind is not int:
+                return None
+            if target.period_factor:
+                if not 0 < value <= 86400 / target.period_factor:
+                    return None
+                period_s = value * target.period_factor
+                by_type.setdefault(target.entity_type, {})
+            elif target.voltage_range is not None:
+                seen = target.converted  # (of a battery in volts: its level, kept here by the fast path only)
+                battery = seen.get((value, kind)) if value else None
+                if battery is None:
+                    if not 0 <= value <= target.voltage_range[1] * 1.5:
+                        return None
+                    battery = _battery_from_volts(value, target.voltage_range, name)
+                    if value:
+                        if len(seen) >= CONVERTED_KEPT:
+                            seen.clear()
+                        seen[(value, kind)] = battery
+            else:
+                seen = target.converted
+                converted = seen.get((value, kind)) if value else None
+                if converted is None:
+                    assert target.rule is not None
+                    try:
+                        converted = target.rule.apply(value, field=name)
+                    except (InvalidRecordError, ArithmeticError):
+                        return None
+                    if value:
+                        if len(seen) >= CONVERTED_KEPT:
+                            seen.clear()
+                        seen[(value, kind)] = converted
+                if target.entity_type == "Device":
+                    battery = converted
+                    continue
+                values = by_type.get(target.entity_type)
+                if values is None:
+                    values = by_type[target.entity_type] = {}
+                prop = target.prop
+                if prop in values and values[prop] != converted:
+                    return None
+                values[prop] = converted
+        if battery is None:
+            battery = _network_battery(up.get("last_battery_percentage"))
+
+        location: dict[str, Any] | None = None
+        if device.location is not None:
+            location = {"type": "Point", "coordinates": [device.location[0], device.location[1]]}
+        else:
+            locations = up.get("locations")
+            user = locations.get("user") if locations.__class__ is dict else None
+            if user is not None:
+                if user.__class__ is not dict:
+                    return None
+                lat: Any = user.get("latitude")
+                lon: Any = user.get("longitude")
+                lat_kind, lon_kind = lat.__class__, lon.__class__
+                if (
+                    (lat_kind is not float and lat_kind is not int)
+                    or (lon_kind is not float and lon_kind is not int)
+                    or not (-180 <= lon <= 180 and -90 <= lat <= 90)
+                ):
+                    return None
+                location = {"type": "Point", "coordinates": [lon, lat]}
+
+        best: float | int | None = None
+        for gateway in rx:
+            if gateway.__class__ is not dict:
+                return None
+            rssi = gateway.get("rssi", gateway.get("channel_rssi"))
+            if rssi is None:
+                continue
+            rssi_kind = rssi.__class__
+            if (rssi_kind is not int and rssi_kind is not float) or not -200 <= rssi <= 20:
+                return None
+            best = rssi if best is None else max(best, rssi)
+
+        observed_at, observed_text = observed
+        entities: list[ParsedEntity] = []
+        for entity_type in OBSERVED_TYPES:
+            values = by_type.get(entity_type)
+            if values is None:
+                continue
+            if not values or location is None:
+                return None
+            data: dict[str, Any] = {"id": device.urns[entity_type], "type": entity_type}
+            if entity_type == "NoiseLevelObserved":
+                window = period_s if period_s is not None else profile.noise_period_s
+                if window is None:
+                    return None
+                begin = utc_iso(observed_at - timedelta(seconds=window))
+                data["dateObservedFrom"] = begin
+                data["dateObservedTo"] = observed_text
+                data["dateObserved"] = f"{begin}/{observed_text}"
+            else:
+                data["dateObserved"] = observed_text
+            data["location"] = location
+            data.update(values)
+            data["refDevice"] = device.urns["Device"]
+            entities.append(ParsedEntity(data))
+        if complete:
+            controlled = list(shape.controlled)
+        else:
+            controlled = sorted({_controlled(t, prop) for t, values in by_type.items() for prop in values})
+        device_data: dict[str, Any] = {
+            "id": device.urns["Device"],
+            "type": "Device",
+            "deviceCategory": ["sensor"],
+            "supportedProtocol": ["lora"],
+            "controlledProperty": controlled,
+            "dateObserved": observed_text,
+            "dateLastValueReported": received[1],
+        }
+        if location is not None:
+            device_data["location"] = location
+        if battery is not None:
+            device_data["batteryLevel"] = battery
+        if best is not None:
+            device_data["rssi"] = best
+        entities.append(ParsedEntity(device_data, removed_fields=shape.removed))
+        return entities
+
+    def _device(self, device_id: str) -> _Device | None:
+        """A valid device id the configuration accepts, resolved and remembered; None for any other."""
+        if not LOCAL_ID.fullmatch(device_id):
+            return None
+        config = self._settings
+        settings = config.devices.get(device_id)
+        if settings is None:
+            if config.unknown_devices == "reject":
+                return None
+            settings = _UNCONFIGURED
+        local = settings.entity_name or device_id
+        urns = {entity_type: entity_urn(entity_type, local) for entity_type in (*OBSERVED_TYPES, "Device")}
+        device = _Device(self._profiles[settings.profile], settings.location, urns)
+        if len(self._devices) >= DEVICES_KEPT:
+            self._devices.clear()
+        self._devices[device_id] = device
+        return device
 
     # -- envelope ---------------------------------------------------------------------------------
 

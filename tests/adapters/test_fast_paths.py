@@ -1082,3 +1082,216 @@ def test_ttn_readings_converted_once_keep_their_type_and_sign(monkeypatch: pytes
         else:  # through orjson: 50 and 50.0, 0.0 and -0.0 are told apart
             assert orjson.dumps([e for e, _ in got]) == orjson.dumps([e for e, _ in expected]), decoded
     assert all(len(target.converted) <= 3 for target in warm._profiles["default"].targets.values())
+
+
+# The Things Stack usual uplinks against the general path: four configurations (the shipped default, the
+# sample's, one refusing unknown devices and applications, one ignoring unknown keys), usual and
+# mutated uplinks.
+
+_TTN_LOOSE = {
+    "fields": {
+        "laeq": {"entity_type": "NoiseLevelObserved", "property": "LAeq"},
+        "t_f": {"entity_type": "WeatherObserved", "property": "temperature", "unit": "FAH"},
+        "bat": {"entity_type": "Device", "property": "batteryLevel", "unit": "C62"},
+    },
+    "unknown_fields": "ignore",
+    "noise_period_s": 900,
+}
+_TTN_CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "sample": orjson.loads((Path(__file__).parents[2] / "adapters/samples/ttn-v3/config.json").read_bytes()),
+    "strict": {
+        "applications": ["city-air", "city-noise"],
+        "unknown_devices": "reject",
+        "profiles": {"loose": _TTN_LOOSE},
+        "devices": {"aq-rambla-03": {"entity_name": "aq.rambla.3"}, "nz-1": {"profile": "loose"},
+                    "noise-mercat-01": {"profile": "loose", "location": [2.1719, 41.3823]}},
+    },
+    "loose": {"profiles": {"default": _TTN_LOOSE}},
+}
+_TTN_DEVICES = ["aq-rambla-03", "noise-mercat-01", "nz-1", "lora-test-99"]
+_TTN_APPS = ["city-air", "city-noise", "city-air-quality", "other-app"]
+_TTN_KEYS = ["pm2_5", "pm25", "pm10", "pm1", "no2", "o3", "temperature", "humidity", "pressure", "laeq", "LAmax",
+             "period_s", "battery", "battery_pct", "battery_v", "leq", "lmax", "interval_min", "bat_v", "status",
+             "t_f", "bat", "extra"]
+_ttn_stamps = st.builds(
+    lambda moment, digits, fraction: moment.strftime("%Y-%m-%dT%H:%M:%S")
+    + ("" if digits == 0 else "." + str(fraction).zfill(9)[:digits]) + "Z",
+    st.datetimes(datetime(1000, 1, 2), datetime(9999, 12, 30)),
+    st.integers(0, 10),
+    st.integers(0, 999_999_999),
+)
+_TTN_EDGE_STAMPS = [
+    "2025-04-16T25:00:00Z", "2025-02-30T10:00:00Z", "2025-04-16T11:54:60Z", "0999-12-31T23:59:59.5Z",
+    "1000-01-01T00:00:00Z", "1000-01-01T00:00:30.25Z", "9999-12-31T23:59:59.999999999Z", "2025-04-16T11:54:13.Z",
+    "2025-04-16T11:54:13z", "2025-04-16T11:54:13", "2025-04-16T13:54:13.123456789+02:00", "2025-04-16 11:54:13Z",
+    "2025-04-16T11:54:13.0000001Z", "2025-04-16T11:54:13.0009Z", " 2025-04-16T11:54:13Z", "", "yesterday",
+    "٢٠٢٥-04-16T11:54:13Z", 1744804453, 1744804453.5, True, None, [], {},
+]
+_ttn_any_stamp = st.one_of(_ttn_stamps, st.sampled_from(_TTN_EDGE_STAMPS))
+_ttn_numbers = st.one_of(
+    st.integers(-5, 2000), st.floats(-5, 2000), st.sampled_from([0, 0.0, -0.0, 1, 15, 60, 3.3, 3.6, 5.5, 100])
+)
+_ttn_wild = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False, allow_infinity=False),
+    _ttn_numbers, st.text(max_size=4), _ttn_any_stamp,
+    st.sampled_from(["", " ", "aq-rambla-03", "lora-test-99", "bad id!", "urn:ngsi-ld:Device:x", "city-air", "9.8"]),
+    st.lists(st.integers(-100, 100), max_size=2), st.dictionaries(st.sampled_from(["rssi", "user", "x"]),
+                                                                 st.integers(-300, 30), max_size=2),
+)
+
+
+def _usual_ttn_uplink(draw: st.DrawFn) -> dict[str, Any]:
+    decoded = {key: draw(st.one_of(_ttn_numbers, st.none()) if draw(st.integers(0, 9)) == 0 else _ttn_numbers)
+               for key in draw(st.lists(st.sampled_from(_TTN_KEYS), min_size=1, max_size=6, unique=True))}
+    heard = draw(st.one_of(st.none(), _ttn_stamps))
+    doc = uplink(decoded, received_at=heard, f_port=draw(st.integers(1, 223)))
+    doc["received_at"] = draw(_ttn_stamps)
+    doc["end_device_ids"]["device_id"] = draw(st.sampled_from(_TTN_DEVICES))
+    doc["end_device_ids"]["application_ids"]["application_id"] = draw(st.sampled_from(_TTN_APPS))
+    up = doc["uplink_message"]
+    up["rx_metadata"] = [
+        {"gateway_ids": {"gateway_id": f"gw-{i}"}, **draw(st.sampled_from([
+            {"rssi": draw(st.one_of(st.integers(-130, -20), st.floats(-130, -20)))},
+            {"channel_rssi": draw(st.integers(-130, -20))}, {"rssi": None, "channel_rssi": -50}, {}]))}
+        for i in range(draw(st.integers(0, 3)))
+    ]
+    if draw(st.booleans()):
+        up["locations"] = {"user": {"latitude": draw(st.one_of(st.floats(-90, 90), st.integers(-90, 90))),
+                                    "longitude": draw(st.one_of(st.floats(-180, 180), st.integers(-180, 180)))}}
+    else:
+        del up["locations"]
+    if draw(st.booleans()):
+        up["last_battery_percentage"] = {"value": draw(st.one_of(st.integers(0, 100), st.floats(0, 100)))}
+    if up["received_at"] is None and draw(st.booleans()):
+        del up["received_at"]
+    return doc
+
+
+_TTN_PATHS: list[tuple[Any, ...]] = [
+    ("received_at",), ("end_device_ids",), ("end_device_ids", "device_id"), ("end_device_ids", "application_ids"),
+    ("end_device_ids", "application_ids", "application_id"), ("uplink_message",), ("uplink_message", "f_port"),
+    ("uplink_message", "decoded_payload"), ("uplink_message", "decoded_payload", "pm10"),
+    ("uplink_message", "decoded_payload", "laeq"), ("uplink_message", "decoded_payload", "interval_min"),
+    ("uplink_message", "decoded_payload", "period_s"), ("uplink_message", "decoded_payload", "bat_v"),
+    ("uplink_message", "decoded_payload", "battery"), ("uplink_message", "decoded_payload", "unknown"),
+    ("uplink_message", "received_at"), ("uplink_message", "rx_metadata"), ("uplink_message", "rx_metadata", 0),
+    ("uplink_message", "rx_metadata", 0, "rssi"), ("uplink_message", "locations"),
+    ("uplink_message", "locations", "user"), ("uplink_message", "locations", "user", "latitude"),
+    ("uplink_message", "locations", "user", "longitude"), ("uplink_message", "last_battery_percentage"),
+    ("name",), ("result",), ("data",), ("join_accept",),
+]
+
+
+def _nearly_usual_ttn_uplink(draw: st.DrawFn) -> dict[str, Any]:
+    """A usual uplink with one to three things changed: a value of another type or range, a key gone or added."""
+    doc = _usual_ttn_uplink(draw)
+    for path in draw(st.lists(st.sampled_from(_TTN_PATHS), min_size=1, max_size=3)):
+        parent: Any = doc
+        for step in path[:-1]:
+            parent = parent.get(step) if isinstance(parent, dict) else (
+                parent[step] if isinstance(parent, list) and isinstance(step, int) and len(parent) > step else None)
+        if isinstance(parent, dict):
+            if draw(st.integers(0, 3)) == 0:
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = draw(_ttn_wild)
+        elif isinstance(parent, list) and isinstance(path[-1], int) and len(parent) > path[-1]:
+            parent[path[-1]] = draw(_ttn_wild)
+    return doc
+
+
+def ttn_outcome(parse: Any, message: RawMessage) -> Any:
+    try:
+        # through orjson: 60 and 60.0, 0.0 and -0.0 are told apart, and the order of the keys counts
+        return [(orjson.dumps(e.data), e.removed_fields) for e in parse(message)]
+    except InvalidRecordError as exc:
+        return (exc.reason, exc.detail, exc.field)
+    except (ValueError, ArithmeticError) as exc:  # (what the general path lets out, the fast path must too)
+        return (type(exc).__name__, str(exc))
+
+
+def assert_ttn_paths_agree(doc: dict[str, Any] | bytes, config: str) -> Any:
+    adapter = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config.model_validate(_TTN_CONFIGS[config]))
+    message = ttn_message(doc)
+    expected = ttn_outcome(adapter.parse_general, message)
+    for _ in range(2):  # once resolving the device and the shape, once from the tables
+        assert ttn_outcome(adapter.parse, message) == expected, (config, doc)
+    return expected
+
+
+@FAST
+@given(st.composite(_usual_ttn_uplink)(), st.sampled_from(sorted(_TTN_CONFIGS)))
+def test_ttn_usual_uplinks_take_the_fast_path_when_accepted(doc: dict[str, Any], config: str) -> None:
+    expected = assert_ttn_paths_agree(doc, config)
+    adapter = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config.model_validate(_TTN_CONFIGS[config]))
+    fast = adapter._usual(orjson.loads(orjson.dumps(doc)))
+    assert (fast is not None) == isinstance(expected, list), (config, doc, expected)  # (not quietly the general path)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.composite(_nearly_usual_ttn_uplink)(), st.sampled_from(sorted(_TTN_CONFIGS)))
+def test_ttn_nearly_usual_uplinks_are_mapped_or_refused_as_the_general_path(doc: dict[str, Any], config: str) -> None:
+    assert_ttn_paths_agree(doc, config)
+
+
+@pytest.mark.parametrize("stamp", _TTN_EDGE_STAMPS)
+@pytest.mark.parametrize("where", ["received_at", "uplink_message.received_at"])
+def test_ttn_edge_timestamps_agree(stamp: Any, where: str) -> None:
+    for decoded in ({"pm10": 17.3, "laeq": 61.2, "period_s": 86400}, {"battery": 50}):
+        doc = uplink(decoded)
+        if where == "received_at":
+            doc["received_at"] = stamp
+        else:
+            doc["uplink_message"]["received_at"] = stamp
+        for config in _TTN_CONFIGS:
+            assert_ttn_paths_agree(doc, config)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 10**30, -(10**30), 2**64 - 1, True, "9.8", [], None])
+@pytest.mark.parametrize("key", ["pm10", "battery", "period_s", "rssi", "latitude", "f_port"])
+def test_ttn_values_json_cannot_carry_are_left_to_the_general_path(key: str, value: Any) -> None:
+    doc = uplink({"pm10": 17.3, "laeq": 50, "period_s": 60, "battery": 80})
+    up = doc["uplink_message"]
+    {"rssi": up["rx_metadata"][0], "latitude": up["locations"]["user"], "f_port": up}.get(
+        key, up["decoded_payload"])[key] = value
+    adapter = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config())
+    fast = adapter._usual(json.loads(json.dumps(doc)))
+    general = ttn_outcome(lambda _: adapter._general(json.loads(json.dumps(doc))), ttn_message(b"{}"))
+    if fast is None:
+        return
+    assert [(orjson.dumps(e.data), e.removed_fields) for e in fast] == general, (key, value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{", b"[]", b"null", b"\xff", b"{}", b'{"result": {}}', b'{"name": "as.up.data.forward", "data": {}}',
+     orjson.dumps({"result": uplink()}), orjson.dumps({"name": "as.up.data.forward", "data": uplink()}),
+     orjson.dumps({"name": "as.up.join.forward", "data": uplink()}), orjson.dumps({**uplink(), "name": "x"}),
+     orjson.dumps({**uplink(), "join_accept": {}}), orjson.dumps(uplink({"pm10": 17.3, "pm25": 9.8, "pm2_5": 9.8})),
+     orjson.dumps(uplink({f"k{i}": i for i in range(70)})), orjson.dumps(uplink({"pm10": 17.3, "battery_v": 3.3})),
+     b'{"end_device_ids": {"device_id": "a", "device_id": "b"}}'],
+)
+def test_ttn_odd_payloads_agree(payload: bytes) -> None:
+    for config in _TTN_CONFIGS:
+        assert_ttn_paths_agree(payload, config)
+
+
+def test_ttn_samples_agree() -> None:
+    lines = (Path(__file__).parents[2] / "adapters" / "samples" / "ttn-v3" / "messages.jsonl").read_bytes()
+    for line in lines.splitlines():
+        payload = orjson.loads(line).get("payload")
+        for config in _TTN_CONFIGS:
+            assert_ttn_paths_agree(payload if isinstance(payload, dict) else str(payload).encode(), config)
+
+
+def test_ttn_device_and_shape_tables_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ttn_v3, "DEVICES_KEPT", 3)
+    monkeypatch.setattr(ttn_v3, "SHAPES_KEPT", 2)
+    adapter = ttn_v3.TtnV3Adapter(ttn_v3.TtnV3Config())
+    keys = ["pm10", "pm2_5", "no2", "o3", "temperature"]
+    for index in range(10):
+        doc = uplink({keys[index % 5]: 10, keys[(index + 1) % 5]: 20})
+        doc["end_device_ids"]["device_id"] = f"aq-{index}"
+        assert adapter._usual(orjson.loads(orjson.dumps(doc))) is not None
+        assert len(adapter._devices) <= 3 and len(adapter._shapes) <= 2
