@@ -34,6 +34,7 @@ from governance.consent.receipt import receipt_claims, sign_receipt, verify_rece
 from governance.consent.tables import ConsentEvent, ConsentRecord
 from governance.protect.keyring import Clock, Keyring, utc_now
 from governance.protect.pseudonym import Pseudonyms
+from governance.sharing.reader import reading
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,15 @@ class ConsentRegistry:
     # -- reading -----------------------------------------------------------------------------------
 
     def get(self, consent_id: str, *, history: bool = True) -> ConsentView:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(_CONSENT).where(_CONSENT.c.consent_id == consent_id)).first()
-            if row is None:
-                raise ConsentNotFoundError(f"no consent {consent_id!r}")
-            events = (
-                conn.execute(select(_EVENT).where(_EVENT.c.consent_id == consent_id).order_by(_EVENT.c.seq)).all()
-                if history else []
-            )
+        if row is None:
+            raise ConsentNotFoundError(f"no consent {consent_id!r}")
+        events: list[Any] = []
+        if history:
+            with reading(self.engine) as conn:
+                events = list(conn.execute(
+                    select(_EVENT).where(_EVENT.c.consent_id == consent_id).order_by(_EVENT.c.seq)).all())
         view = _view(row._mapping)
         view.history = [_event_view(e._mapping) for e in events]
         return view
@@ -173,7 +175,7 @@ class ConsentRegistry:
             query = query.where(_CONSENT.c.status == status)
         if purpose is None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             views = [_view(r._mapping) for r in conn.execute(query)]
         if purpose is not None:
             views = [v for v in views if purpose in v.purposes][:limit]
@@ -225,7 +227,9 @@ class ConsentRegistry:
                 .where(_CONSENT.c.subject.in_(pseudonyms[start : start + self.lookup_chunk]), _EVENT.c.at <= at)
                 .order_by(_EVENT.c.consent_id, _EVENT.c.seq)
             )
-            with self.engine.connect() as conn:
+            # one statement, through the request's read connection inside its ``sharing_reads`` block: a lookup
+            # never waits for a second pooled connection while the request holds one
+            with reading(self.engine) as conn:
                 for row in conn.execute(query):
                     latest[row.consent_id] = row  # ordered by seq: the last one is the state as of ``at``
         allowed: set[str] = set()

@@ -25,6 +25,7 @@ from governance.protect.keystore import SubjectKeystore
 from governance.protect.masterkey import MasterKeys
 from governance.protect.pseudonym import is_pseudonym
 from governance.protect.tables import SubjectKey
+from governance.sharing.reader import reading
 
 _LABEL = "citygov/v1/subject-key-wrap"
 _TABLE = SubjectKey.__table__  # type: ignore[attr-defined]
@@ -228,18 +229,23 @@ class SubjectKeys:
                 report.rewrapped += result.rowcount
 
     def _rows(self, subjects: list[str], columns: Sequence[Any] = (_TABLE,)) -> Iterator[Any]:
+        """The rows of ``subjects``, one single-statement read per chunk through :func:`reading`: inside a request's
+        :func:`~governance.sharing.reader.sharing_reads` block they use its connection (a request never waits for
+        a second pooled connection while it holds one); each chunk's rows are fetched before they are yielded."""
         if self.engine.dialect.name == "postgresql":
             # one text-array parameter: an IN list of 500 placeholders costs PostgreSQL ~10 µs a value to bind
             # and plan (as for the ingest ledger's lookups)
             query = select(*columns).where(_TABLE.c.subject == any_(bindparam("subjects", type_=ARRAY(String))))
             for start in range(0, len(subjects), _ARRAY_CHUNK):
-                with self.engine.connect() as conn:
-                    yield from conn.execute(query, {"subjects": subjects[start : start + _ARRAY_CHUNK]}).all()
+                with reading(self.engine) as conn:
+                    rows = conn.execute(query, {"subjects": subjects[start : start + _ARRAY_CHUNK]}).all()
+                yield from rows
             return
         for start in range(0, len(subjects), _CHUNK):
             chunk = subjects[start : start + _CHUNK]
-            with self.engine.connect() as conn:
-                yield from conn.execute(select(*columns).where(_TABLE.c.subject.in_(chunk))).all()
+            with reading(self.engine) as conn:
+                rows = conn.execute(select(*columns).where(_TABLE.c.subject.in_(chunk))).all()
+            yield from rows
 
     def _unwrap(self, subject: str, version: int, blob: bytes) -> AESGCM | None:
         secret = self.keystore.get(subject)

@@ -30,7 +30,7 @@ from governance.sharing.quota import RequestQuota
 from governance.store.db import create_db_engine, init_schema
 from tests.governance.api.support import QUERY_PATH, QUERY_URL, audit_entries, register
 from tests.governance.protect.support import Clock
-from tests.governance.sharing.conftest import store, terms, traffic
+from tests.governance.sharing.conftest import grant, observation, store, terms, traffic
 
 POOL_TIMEOUT = 2.0
 USE_QUERY = orjson.dumps({"dataset": "lighting.traffic-flow", "purpose": "transport.planning",
@@ -132,3 +132,35 @@ def test_a_small_pool_answers_concurrent_requests_under_a_quota(
     assert [status for status, _ in results] == [200] * len(requests)
     assert max(took for _, took in results) < POOL_TIMEOUT
     assert RequestQuota(small_pool).used("dsa-quota", clock()) == len(requests)
+
+
+CARE_QUERY = orjson.dumps({"dataset": "care.observation", "purpose": "care.monitoring", "agreement": "dsa-2026-004",
+                           "fields": ["id", "type", "numValue", "refResident", "dateObserved"]})
+
+
+@pytest.mark.parametrize("hold_writer_lock", [False, True], ids=["free", "writer-busy"])
+def test_a_small_pool_answers_concurrent_queries_that_look_up_consents_and_subject_keys(
+        api_settings: Settings, small_pool: Engine, clock: Clock, hold_writer_lock: bool) -> None:
+    # a query of personal data reads the subjects' consents and their data keys (to open the released sealed
+    # fields) on the request's one read connection: before, each took a second pooled connection while it held it
+    app = create_app(api_settings, engine=small_pool, clock=clock)
+    state: Any = app.state.api
+    service = state.backend.service
+    with TestClient(app) as client:
+        gp = register(state.registry, "gp-practice-centro", kind="external", clock=clock)
+        store(small_pool, [observation(n, resident, 60.0 + resident) for resident in (1, 2, 3) for n in range(3)],
+              service.protector)
+        grant(service.consent, 1, "gp-practice-centro")
+        grant(service.consent, 2, "gp-practice-centro")
+        requests = [("care", CARE_QUERY, gp.signer.token("POST", QUERY_URL, CARE_QUERY), 200) for _ in range(8)]
+        results = send_all(client, small_pool, requests, hold_writer_lock=hold_writer_lock)
+        answer = client.post(QUERY_PATH, content=CARE_QUERY,
+                             headers={"Authorization": f"Bearer {gp.signer.token('POST', QUERY_URL, CARE_QUERY)}"})
+    assert [status for status, _ in results] == [200] * len(requests)
+    slowest = max(took for _, took in results)
+    assert slowest < POOL_TIMEOUT, f"a request waited {slowest:.1f} s: the pool timed out"
+    assert answer.status_code == 200, answer.text
+    assert sorted(r["numValue"] for r in answer.json()["data"]) == [61.0] * 3 + [62.0] * 3
+    answered = [e for e in audit_entries(state.audit) if e["action"] == "data.request"]
+    # every one released the six observations of the two consenting residents (a failed consent lookup is a "no")
+    assert [e["refs"]["records"] for e in answered] == [6] * (len(requests) + 1)
