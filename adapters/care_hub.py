@@ -267,60 +267,32 @@ def _usual(body: dict[str, Any]) -> list[ParsedEntity] | None:
         return [ParsedEntity(data)]
 
     observation_type, unit, bounds = OBSERVATION_EVENTS[event]
-    if bounds is None:
-        if body.get("value") is not None:
-            return None
-        if confidence is None:
-            data = {
-                "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
-                "type": "ResidentObservation",
-                "observationType": observation_type,
-                "refResident": f"urn:ngsi-ld:Person:{resident}",
-                "refDevice": f"urn:ngsi-ld:Device:{hub}",
-                "dateObserved": stamp,
-            }
-        else:
-            data = {
-                "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
-                "type": "ResidentObservation",
-                "observationType": observation_type,
-                "confidence": confidence,
-                "refResident": f"urn:ngsi-ld:Person:{resident}",
-                "refDevice": f"urn:ngsi-ld:Device:{hub}",
-                "dateObserved": stamp,
-            }
-        return [ParsedEntity(data)]
     value: Any = body.get("value")
-    kind = value.__class__
-    minimum, maximum = bounds
-    if (
-        (kind is not int and kind is not float)
-        or (kind is float and not math.isfinite(value))
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        return None
-    if confidence is None:
-        data = {
-            "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
-            "type": "ResidentObservation",
-            "observationType": observation_type,
-            "numValue": value,
-            "unitCode": unit,
-            "refResident": f"urn:ngsi-ld:Person:{resident}",
-            "refDevice": f"urn:ngsi-ld:Device:{hub}",
-            "dateObserved": stamp,
-        }
+    if bounds is None:
+        if value is not None:
+            return None
     else:
-        data = {
-            "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
-            "type": "ResidentObservation",
-            "observationType": observation_type,
-            "numValue": value,
-            "unitCode": unit,
-            "confidence": confidence,
-            "refResident": f"urn:ngsi-ld:Person:{resident}",
-            "refDevice": f"urn:ngsi-ld:Device:{hub}",
-            "dateObserved": stamp,
-        }
+        kind = value.__class__
+        minimum, maximum = bounds
+        if (
+            (kind is not int and kind is not float)
+            or (kind is float and not math.isfinite(value))
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            return None
+    # the general path's key order: the value and its unit, then the confidence, only when given
+    data = {
+        "id": f"urn:ngsi-ld:ResidentObservation:{hub}-{observation_type}",
+        "type": "ResidentObservation",
+        "observationType": observation_type,
+    }
+    if bounds is not None:
+        data["numValue"] = value
+        data["unitCode"] = unit
+    if confidence is not None:
+        data["confidence"] = confidence
+    data["refResident"] = f"urn:ngsi-ld:Person:{resident}"
+    data["refDevice"] = f"urn:ngsi-ld:Device:{hub}"
+    data["dateObserved"] = stamp
     return [ParsedEntity(data)]
