@@ -194,6 +194,24 @@ class _Target:
     """(value, its type) → ``rule.apply`` of it (of a battery in volts: its level), for values already seen
     (not zero: 0.0 and -0.0 are one key)."""
 
+    def measure(self, value: float | int, kind: type, name: str) -> float | int:
+        """``rule.apply`` of a reading, remembered (raises as the rule does)."""
+        seen = self.converted
+        converted = seen.get((value, kind)) if value else None
+        if converted is None:
+            assert self.rule is not None
+            converted = self.rule.apply(value, field=name)
+            self.remember(value, kind, converted)
+        return converted
+
+    def remember(self, value: float | int, kind: type, converted: float | int) -> None:
+        """Keep what a reading converts to (not for zero; the table is emptied when full)."""
+        if value:
+            seen = self.converted
+            if len(seen) >= CONVERTED_KEPT:
+                seen.clear()
+            seen[(value, kind)] = converted
+
 
 @dataclass(frozen=True, slots=True)
 class _Profile:
@@ -462,29 +480,18 @@ class TtnV3Adapter(Adapter):
                 period_s = value * target.period_factor
                 by_type.setdefault(target.entity_type, {})
             elif target.voltage_range is not None:
-                seen = target.converted  # (of a battery in volts: its level, kept here by the fast path only)
-                battery = seen.get((value, kind)) if value else None
+                # (of a battery in volts: its level, kept in the target's table by the fast path only)
+                battery = target.converted.get((value, kind)) if value else None
                 if battery is None:
                     if not 0 <= value <= target.voltage_range[1] * 1.5:
                         return None
                     battery = _battery_from_volts(value, target.voltage_range, name)
-                    if value:
-                        if len(seen) >= CONVERTED_KEPT:
-                            seen.clear()
-                        seen[(value, kind)] = battery
+                    target.remember(value, kind, battery)
             else:
-                seen = target.converted
-                converted = seen.get((value, kind)) if value else None
-                if converted is None:
-                    assert target.rule is not None
-                    try:
-                        converted = target.rule.apply(value, field=name)
-                    except (InvalidRecordError, ArithmeticError):
-                        return None
-                    if value:
-                        if len(seen) >= CONVERTED_KEPT:
-                            seen.clear()
-                        seen[(value, kind)] = converted
+                try:
+                    converted = target.measure(value, kind, name)
+                except (InvalidRecordError, ArithmeticError):
+                    return None
                 if target.entity_type == "Device":
                     battery = converted
                     continue
@@ -714,15 +721,7 @@ class TtnV3Adapter(Adapter):
             elif target.voltage_range is not None:
                 battery = _battery_from_volts(value, target.voltage_range, name)
             else:
-                assert target.rule is not None
-                seen = target.converted
-                converted = seen.get((value, kind)) if value else None
-                if converted is None:
-                    converted = target.rule.apply(value, field=name)
-                    if value:
-                        if len(seen) >= CONVERTED_KEPT:
-                            seen.clear()
-                        seen[(value, kind)] = converted
+                converted = target.measure(value, kind, name)
                 if target.entity_type == "Device":
                     battery = converted
                     continue
