@@ -20,6 +20,7 @@ import pytest
 from governance.catalog import SchemaCatalog, compile_check, condition, default_catalog, exclusive
 from governance.errors import InvalidRecordError
 from tests.adapters.make_golden import adapter_names, read_golden
+from tests.governance.schema_support import verdict
 
 VALUES: list[Any] = [
     None, 0, -1, 1, 1.5, -0.5, 250, 251, 10080, 2**63, True, False, "", " ", "x", "5K", "MIN", "heartRate",
@@ -44,14 +45,6 @@ def _golden_entities() -> list[dict[str, Any]]:
         for row in read_golden(name):
             found.extend(row.get("entities", []))
     return found
-
-
-def _verdict(validate: Callable[[Any], Any], value: Any) -> bool:
-    try:
-        validate(value)
-    except fastjsonschema.JsonSchemaValueException:
-        return False
-    return True
 
 
 def _mutations(entity: dict[str, Any], names: list[str], rng: random.Random, count: int) -> list[Any]:
@@ -95,7 +88,7 @@ def test_same_verdict_as_the_detailed_validator(catalog: SchemaCatalog) -> None:
         names = sorted({*entity, *schema.document.get("properties", {})})
         for value in _mutations(entity, names, rng, 150):
             compared += 1
-            if _verdict(detailed[entity["type"]], value) != _verdict(schema._check, value):
+            if verdict(detailed[entity["type"]], value) != verdict(schema._check, value):
                 disagreements += 1
     assert compared > 10_000
     assert disagreements == 0
@@ -140,7 +133,7 @@ def test_conditions_agree_with_the_schema(schema: dict[str, Any]) -> None:
     values: list[Any] = [None, 1, "x", [], {}, {"a": "x"}, {"a": "y{}"}, {"a": "z"}, {"a": 1}, {"b": 1},
                          {"a": "x", "b": None}, {"a": ["x"]}]
     for value in values:
-        assert holds(value) == _verdict(validate, value), value
+        assert holds(value) == verdict(validate, value), value
 
 
 def test_conditions_only_for_simple_schemas() -> None:

@@ -35,6 +35,7 @@ from governance.errors import InvalidRecordError
 from governance.resources import data_folder
 from governance.schema_check import DRAFT_07, UnsupportedSchemaError, generate_check
 from tests.adapters.make_golden import adapter_names, read_golden
+from tests.governance.schema_support import verdict
 from tests.smart_data_models import MODEL_DIRS, official_example
 
 SCHEMA_FILES = sorted(data_folder("schemas").glob("*.schema.json"))
@@ -55,14 +56,6 @@ EDGES: list[Any] = [
     {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}, {"type": "Feature"},
     {"type": ["Point"], "coordinates": [0, 0]},
 ]
-
-
-def _verdict(validate: Callable[[Any], Any], value: Any) -> bool:
-    try:
-        validate(value)
-    except fastjsonschema.JsonSchemaValueException:
-        return False
-    return True
 
 
 @cache
@@ -202,9 +195,9 @@ def test_every_type_has_seeds() -> None:
 def test_seeds_are_valid(entity_type: str) -> None:
     detailed, generated = _validators(entity_type)
     for entity in _seeds()[entity_type]:
-        assert _verdict(generated, entity) == _verdict(detailed, entity)
+        assert verdict(generated, entity) == verdict(detailed, entity)
     golden = [e for e in _seeds()[entity_type] if e.get("id", "").startswith("urn:")]
-    assert all(_verdict(generated, e) for e in golden)
+    assert all(verdict(generated, e) for e in golden)
 
 
 @pytest.mark.parametrize("entity_type", TYPES)
@@ -213,7 +206,7 @@ def test_seeds_are_valid(entity_type: str) -> None:
 def test_same_verdict_on_mutated_entities(entity_type: str, data: st.DataObject) -> None:
     value = data.draw(mutated_entities(entity_type))
     detailed, generated = _validators(entity_type)
-    assert _verdict(generated, value) == _verdict(detailed, copy.deepcopy(value)), value
+    assert verdict(generated, value) == verdict(detailed, copy.deepcopy(value)), value
 
 
 @pytest.mark.parametrize("entity_type", TYPES)
@@ -228,12 +221,12 @@ def test_same_verdict_on_edge_values_of_every_property(entity_type: str) -> None
     for name in names:
         for value in EDGES:
             changed = {**entity, name: value}
-            expected = _verdict(detailed, changed)
-            assert _verdict(generated, changed) == expected, (name, value)
-            assert _verdict(fallback, changed) == expected, (name, value)
+            expected = verdict(detailed, changed)
+            assert verdict(generated, changed) == expected, (name, value)
+            assert verdict(fallback, changed) == expected, (name, value)
             compared += 1
     for value in EDGES:  # not an entity at all
-        assert _verdict(generated, value) == _verdict(detailed, value) == _verdict(fallback, value), value
+        assert verdict(generated, value) == verdict(detailed, value) == verdict(fallback, value), value
     assert compared > 100
 
 
@@ -374,7 +367,7 @@ def test_every_keyword_agrees_on_arbitrary_values(
     keyword_checks: list[tuple[Any, Callable[[Any], Any], Callable[[Any], Any]]], value: Any
 ) -> None:
     for schema, detailed, generated in keyword_checks:
-        assert _verdict(generated, value) == _verdict(detailed, copy.deepcopy(value)), (schema, value)
+        assert verdict(generated, value) == verdict(detailed, copy.deepcopy(value)), (schema, value)
 
 
 def test_every_keyword_on_every_edge_value(
@@ -386,7 +379,7 @@ def test_every_keyword_on_every_edge_value(
               {"a": 0.5}, {"a": "xy"}, {"a": "x"}, [1.5, "a", "b"], ["a", 1]]
     for schema, detailed, generated in keyword_checks:
         for value in values:
-            assert _verdict(generated, value) == _verdict(detailed, copy.deepcopy(value)), (schema, value)
+            assert verdict(generated, value) == verdict(detailed, copy.deepcopy(value)), (schema, value)
 
 
 NAMES = ["a", "b", "c", "k", *(f"p{i}" for i in range(8))]
@@ -446,10 +439,10 @@ def test_random_schemas_agree_on_random_values(schema: dict[str, Any], values: l
         return  # not a schema fastjsonschema takes (so neither does load_schema)
     generated = generate_check(document, _FORMATS)
     for value in values:
-        assert _verdict(generated, value) == _verdict(detailed, copy.deepcopy(value)), value
+        assert verdict(generated, value) == verdict(detailed, copy.deepcopy(value)), value
 
 
-def test_remembered_strings_keep_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remembered_strings_keep_theverdict(monkeypatch: pytest.MonkeyPatch) -> None:
     """Strings that passed a pattern or a regex format are remembered (a bounded set); the verdict on
     them, and on strings that fail, stays the same."""
     import governance.schema_check as schema_check
@@ -463,11 +456,11 @@ def test_remembered_strings_keep_the_verdict(monkeypatch: pytest.MonkeyPatch) ->
 
     for _ in range(3):
         for n in range(1, 8):
-            assert not _verdict(check, "a" * n)  # no scheme: not a uri
-            assert _verdict(check_uri, f"a{n}:x")
-            assert not _verdict(check_uri, f"a{n} x")
-        assert _verdict(check_uri, Text("a:x"))
-        assert not _verdict(check_uri, Text("a x"))
+            assert not verdict(check, "a" * n)  # no scheme: not a uri
+            assert verdict(check_uri, f"a{n}:x")
+            assert not verdict(check_uri, f"a{n} x")
+        assert verdict(check_uri, Text("a:x"))
+        assert not verdict(check_uri, Text("a x"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -526,8 +519,8 @@ def test_a_generator_defect_falls_back_to_fastjsonschema(monkeypatch: pytest.Mon
     assert check is not None
     assert not check.__code__.co_filename.startswith("<schema check")
     alert = _seeds()["Alert"][0]
-    assert _verdict(check, alert)
-    assert not _verdict(check, {**alert, "severity": "apocalyptic"})
+    assert verdict(check, alert)
+    assert not verdict(check, {**alert, "severity": "apocalyptic"})
 
 
 def test_schemas_about_a_person_remember_none_of_their_identifiers() -> None:
