@@ -121,14 +121,17 @@ def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[da
     sealers = {subject: (keys[subject].encrypt, _part(subject)) for subject in set(subjects)}
     dumps, b2a, urlsafe, prefix = orjson.dumps, binascii.b2a_base64, _URLSAFE, _PREFIX_BYTES
     if all(all(map(dict.__contains__, copies, repeat(name))) for name in fields):
-        # every entity has every field (the storage step's groups): one exact nonce read, no test per value
+        # every entity has every field (the storage step's groups): one exact nonce read, no test per value, and
+        # per subject the end of each field's associated data (field ‖ subject) joined once, not once a value
+        ends = {subject: (encrypt, [(name, part + tail) for name, part in parts])
+                for subject, (encrypt, tail) in sealers.items()}
         nonces, at = os.urandom(NONCE_BYTES * len(copies) * len(parts)), 0
         for copy, head, subject in zip(copies, heads, subjects, strict=True):
-            encrypt, tail = sealers[subject]
-            for name, part in parts:
+            encrypt, suffixes = ends[subject]
+            for name, suffix in suffixes:
                 nonce = nonces[at : at + NONCE_BYTES]
                 at += NONCE_BYTES
-                copy[name] = (prefix + b2a(nonce + encrypt(nonce, dumps(copy[name]), head + part + tail))
+                copy[name] = (prefix + b2a(nonce + encrypt(nonce, dumps(copy[name]), head + suffix))
                               .translate(urlsafe, b"=\n")).decode("ascii")
         return
     # nonces for as many values as the first entity has, times the block (exact for the storage step's groups,
