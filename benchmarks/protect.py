@@ -18,6 +18,14 @@ and the time to erase a subject with 100,000 records are reported.
   PostgreSQL server's share). On SQLite each timed run starts with an empty write-ahead log and ends with a
   checkpoint (``*_checkpoint_seconds``, included), so both arms pay for the pages they wrote in proportion
   (see ``ingest_once``).
+* **ablation** (``--ablation``, off by default): where the protection cost goes. Besides ``off`` and ``on``, the
+  same feed runs (alternating, ``--repeats`` times) through storage steps with parts of the issue's
+  requirements taken out — benchmark-only subclasses of the step, never used by the product:
+  ``no-sealing`` (no AES-GCM field encryption; pseudonyms, deadlines and the subject column stay),
+  ``no-columns`` (everything, but rows written without the ``subject``, ``retain_until`` and
+  ``policy_revision`` columns and so without their index entries), ``skeleton`` (neither: the storage decision,
+  the subject's pseudonym and key lookup, the step's bookkeeping). Each variant's ``cost`` is its median time
+  over ``off``'s, minus one; ``on`` minus a variant is what that part of the requirements costs.
 * **sweep**: ``--sweep-records`` expired entity rows (retain_until in the past) written directly, then
   ``governance.retention.sweep`` deletes them in batches; rows/s.
 * **erasure**: one subject with ``--erase-records`` stored (sealed) observations among others; the time of
@@ -33,6 +41,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +53,12 @@ from adapters.base import adapter_class
 from benchmarks.ingest import database, empty_tables, generate, machine, make_pipeline, read
 from governance.catalog import default_catalog
 from governance.config import Settings
+from governance.ingest.batch import Stored
+from governance.ingest.pipeline import Pipeline
+from governance.policy.model import Decision
 from governance.protect.fieldcrypt import FieldProtector
+from governance.protect.step import Member, ProtectStep, StoragePlan, StorageScope
+from governance.protect.subject_keys import KeyLookup
 from governance.store.db import create_db_engine, init_schema
 from governance.store.tables import EntityRecord
 
@@ -60,8 +74,50 @@ def _checkpoint(engine: Engine) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
 
 
+class AblatedStep(ProtectStep):
+    """The storage step with parts of the requirements left out (``--ablation`` only; see the module docstring)."""
+
+    def __init__(self, step: ProtectStep, *, seal: bool, columns: bool, pseudonyms: bool) -> None:
+        super().__init__(step.point, step.catalog, step.protector, clock=step.clock)
+        self.seal, self.columns, self.pseudonyms = seal, columns, pseudonyms
+
+    def _plan(self, scope: StorageScope, decision: Decision) -> StoragePlan:
+        plan = super()._plan(scope, decision)
+        protection = plan.protection
+        if protection is None:
+            return plan
+        if not self.seal:
+            protection = replace(protection, encrypt=frozenset())
+        if not self.pseudonyms:  # the subject stays a pseudonym: the data keys are looked up by it
+            protection = replace(protection, pseudonymize=frozenset())
+        return replace(plan, protection=protection)
+
+    def _store(self, scope: StorageScope, members: list[Member], keys: KeyLookup, decision: Decision) -> None:
+        super()._store(scope, members, keys, decision)
+        if self.columns:
+            return
+        for record, index, _ in members:
+            stored = record.stored
+            if stored is not None and record.active:
+                stored[index] = Stored(observed_at=stored[index].observed_at)
+
+
+VARIANTS: dict[str, dict[str, bool]] = {
+    "no-sealing": {"seal": False, "columns": True, "pseudonyms": True},
+    "no-columns": {"seal": True, "columns": False, "pseudonyms": True},
+    "skeleton": {"seal": False, "columns": False, "pseudonyms": False},
+}
+"""The ablation's storage steps: what each leaves out."""
+
+
+def _ablate(pipeline: Pipeline, variant: str) -> None:
+    options = VARIANTS[variant]
+    pipeline.steps = [AblatedStep(step, **options) if isinstance(step, ProtectStep) else step
+                      for step in pipeline.steps]
+
+
 def ingest_once(kind: str, workdir: Path, records_file: Any, *, protection: bool, label: str,
-                warm: Any = None) -> tuple[float, int, float, float]:
+                warm: Any = None, variant: str | None = None) -> tuple[float, int, float, float]:
     """Seconds to ingest the feed into a fresh database, the entities stored, this process's CPU seconds, and
     the seconds of the closing WAL checkpoint (SQLite; included in the first and third figure).
 
@@ -79,6 +135,8 @@ def ingest_once(kind: str, workdir: Path, records_file: Any, *, protection: bool
         engine = create_db_engine(url)
         init_schema(engine)
         pipeline = make_pipeline(engine, settings, FEED, governed=True)
+        if variant is not None:
+            _ablate(pipeline, variant)
         adapter = adapter_class(FEED).from_config_file(records_file.config)
         if warm is not None:
             pipeline.ingest(adapter, read(adapter, warm, settings))
@@ -129,6 +187,28 @@ def protection_cost(kind: str, workdir: Path, records: int, repeats: int) -> dic
         "off_checkpoint_seconds": round(statistics.median(checkpoints[False]), 3),
         "on_checkpoint_seconds": round(statistics.median(checkpoints[True]), 3),
     }
+
+
+def ablation(kind: str, workdir: Path, records: int, repeats: int) -> dict[str, Any]:
+    """Median seconds of ``off``, ``on`` and each of :data:`VARIANTS`, run in a rotating order, and each one's cost
+    over ``off``."""
+    written = generate(FEED, records, workdir / "input")
+    warm = generate(FEED, max(2000, records // 10), workdir / "warm", start=date(2025, 1, 6))
+    arms = ["off", "on", *VARIANTS]
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    for i in range(repeats):
+        for arm in arms[i % len(arms):] + arms[: i % len(arms)]:
+            seconds, _, _, _ = ingest_once(kind, workdir, written, protection=arm != "off", label=f"ablation-{arm}-{i}",
+                                           warm=warm, variant=arm if arm in VARIANTS else None)
+            times[arm].append(seconds)
+    off = statistics.median(times["off"])
+    result: dict[str, Any] = {"records": written.records, "repeats": repeats}
+    for arm in arms:
+        median = statistics.median(times[arm])
+        result[arm] = {"seconds": round(median, 3), "cost": round(median / off - 1, 3),
+                       "us_per_record": round((median - off) / written.records * 1e6, 1),
+                       "runs": [round(t, 3) for t in times[arm]]}
+    return result
 
 
 def _filler_rows(count: int, *, expired: bool, subject: str | None = None,
@@ -215,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--erase-records", type=int, default=100_000)
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: ingest,sweep,erase")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run the storage step with parts left out, to see where the cost goes")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
@@ -226,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
             if "ingest" not in skip:
                 result["protection"] = protection_cost(kind, workdir, args.records, args.repeats)
                 print(kind, "protection", result["protection"], flush=True)
+            if args.ablation:
+                result["ablation"] = ablation(kind, workdir, args.records, args.repeats)
+                print(kind, "ablation", result["ablation"], flush=True)
             if "sweep" not in skip:
                 result["sweep"] = sweep_rate(kind, workdir, args.sweep_records)
                 print(kind, "sweep", result["sweep"], flush=True)
