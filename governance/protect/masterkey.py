@@ -146,9 +146,9 @@ class MasterKeys:
         if str(path) not in _warned:
             _warned.add(str(path))
             log.warning(
-                "DEV MODE: %s a master key at %s. Anyone who can read that file can decrypt personal data. "
+                "DEV MODE: %s master key at %s. Anyone who can read that file can decrypt personal data. "
                 "In production set CITYGOV_MASTER_KEY or CITYGOV_MASTER_KEY_FILE and CITYGOV_DEV_MODE=false.",
-                "generated" if created else "using the generated",
+                "generated a" if created else "using the generated",
                 path,
                 extra={"key_file": str(path), "dev_mode": True},
             )
