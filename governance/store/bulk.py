@@ -180,10 +180,18 @@ def _json_converter(dialect: Dialect) -> Converter:
     return convert
 
 
+_SQLITE_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+
+
 def _sqlite_datetime(value: Any) -> str | None:
-    """What SQLAlchemy's SQLite ``DATETIME`` stores: the wall-clock fields, with microseconds."""
+    """What SQLAlchemy's SQLite ``DATETIME`` stores: the wall-clock fields, with microseconds.
+
+    Formatted field by field: ``isoformat(" ", "microseconds")[:26]`` gives the same text but asks an aware
+    datetime for its offset and formats it only to cut it off, twice the time (~1.1 against ~0.6 µs), paid
+    for every distinct time of a batch (observation times and retention deadlines are one a row)."""
     if value.__class__ is datetime:
-        return value.isoformat(" ", "microseconds")[:26]
+        return _SQLITE_TEXT % (value.year, value.month, value.day, value.hour, value.minute, value.second,
+                               value.microsecond)
     if value is None:
         return None
     raise _FallbackError

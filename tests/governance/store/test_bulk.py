@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, Table, delete, select
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
@@ -180,6 +183,14 @@ def test_sqlite_datetime_text_is_sqlalchemys() -> None:
     for moment in moments:
         assert bulk._sqlite_datetime(moment) == process(moment)
     assert bulk._sqlite_datetime(None) is None
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.none() | st.timezones()))
+def test_sqlite_datetime_text_is_sqlalchemys_for_any_time(moment: datetime) -> None:
+    process = SQLITE_DATETIME().bind_processor(sqlite_dialect())  # type: ignore[no-untyped-call]
+    assert process is not None
+    assert bulk._sqlite_datetime(moment) == process(moment)
 
 
 def test_repeated_times_keep_their_own_zone(engine: Engine) -> None:
