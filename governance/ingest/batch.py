@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from governance.errors import InvalidRecordError
 from governance.ingest.message import ParsedEntity, RawMessage
@@ -28,9 +28,10 @@ class Rejection:
         return cls(step=step, reason=error.reason, detail=error.detail, field=error.field)
 
 
-@dataclass(slots=True)
-class Stored:
-    """How one entity is written, as the storage step decided: the store's columns beside ``data``."""
+class Stored(NamedTuple):
+    """How one entity is written, as the storage step decided: the store's columns beside ``data``.
+
+    A named tuple: the storage step makes one per entity of a batch, in C (``tuple.__new__`` over ``zip``)."""
 
     observed_at: datetime | None
     subject: str | None = None

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import repeat
 from operator import add, attrgetter, itemgetter
 from typing import Any
@@ -48,6 +49,8 @@ STEP = "storage"
 ACTOR = Actor(kind="service", id="store")
 _KNOWN = frozenset({"retention", "pseudonymize", "encrypt_at_rest"})
 _UNDECIDED = Stored(observed_at=None)
+_STORED = partial(tuple.__new__, Stored)
+"""``Stored`` from a tuple of its four fields, without a Python-level ``__new__`` call."""
 _ENTITY = itemgetter(2)
 _DATA = attrgetter("data")
 Member = tuple[Record, int, ParsedEntity]
@@ -105,8 +108,8 @@ class ProtectStep:
                     members = shapes[shape] = groups.setdefault(group, [])
                 members.append((record, index, entity))
         keys = self._lookup(groups)
-        scopes = [(StorageScope(dataset, fields), members) for (dataset, fields), members in groups.items()
-                  if any(m[0].active for m in members)]
+        # every member is active so far: the groups hold batch.active()'s records, and nothing rejected one since
+        scopes = [(StorageScope(dataset, fields), members) for (dataset, fields), members in groups.items()]
         # every scope's decision first, recorded in one go (one audit append), then carried out group by group
         decisions = self._decisions(adapter, scopes, now)
         for (scope, members), decision in zip(scopes, decisions, strict=True):
@@ -166,7 +169,7 @@ class ProtectStep:
                              for (record, _, _), observed in zip(members, times, strict=True)]
             else:
                 deadlines = map(add, times, repeat(retention))
-        rows = map(Stored, times, subjects, deadlines, repeat(revision))
+        rows = map(_STORED, zip(times, subjects, deadlines, repeat(revision)))
         for (record, index, _), row in zip(members, rows, strict=True):
             stored = record.stored
             if stored is not None and record.active:
@@ -247,7 +250,7 @@ class ProtectStep:
                 decision = self.point.evaluate(policy_input)
                 if decision.failure is None:
                     self.cache.put(revision, key, now, policy_input, decision)
-            items.append((policy_input, decision, cached is not None, sum(1 for m in members if m[0].active)))
+            items.append((policy_input, decision, cached is not None, len(members)))
         return self.point.record_many(items)
 
     def _subject_property(self, dataset: str) -> str | None:
