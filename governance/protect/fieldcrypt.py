@@ -29,7 +29,7 @@ import os
 import secrets
 import struct
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -113,18 +113,25 @@ def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
+_Ends = dict[str, tuple[Callable[[bytes, bytes, bytes], bytes], list[tuple[str, bytes]]]]
+"""Per subject: its key's ``encrypt`` and, per field, the end of the field's associated data (field ‖ subject)."""
+
+
 def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[datetime | None],
-               fields: list[str], keys: Mapping[str, AESGCM]) -> None:
-    """Seal ``fields`` of ``copies`` in place (see the module docstring)."""
+               fields: list[str], keys: Mapping[str, AESGCM], ends: _Ends | None = None) -> None:
+    """Seal ``fields`` of ``copies`` in place (see the module docstring). ``ends``: the subjects' ends of the
+    associated data made so far, for the blocks of one call to share (filled in here)."""
     heads = _heads(copies, times)
     parts = [(name, _part(name)) for name in fields]
-    sealers = {subject: (keys[subject].encrypt, _part(subject)) for subject in set(subjects)}
     dumps, b2a, urlsafe, prefix = orjson.dumps, binascii.b2a_base64, _URLSAFE, _PREFIX_BYTES
     if all(all(map(dict.__contains__, copies, repeat(name))) for name in fields):
         # every entity has every field (the storage step's groups): one exact nonce read, no test per value, and
         # per subject the end of each field's associated data (field ‖ subject) joined once, not once a value
-        ends = {subject: (encrypt, [(name, part + tail) for name, part in parts])
-                for subject, (encrypt, tail) in sealers.items()}
+        if ends is None:
+            ends = {}
+        for subject in set(subjects).difference(ends):
+            tail = _part(subject)
+            ends[subject] = (keys[subject].encrypt, [(name, part + tail) for name, part in parts])
         nonces, at = os.urandom(NONCE_BYTES * len(copies) * len(parts)), 0
         for copy, head, subject in zip(copies, heads, subjects, strict=True):
             encrypt, suffixes = ends[subject]
@@ -138,6 +145,7 @@ def _seal_rows(copies: list[dict[str, Any]], subjects: list[str], times: list[da
     # whose entities all have the same fields); read again if the block has more
     size = NONCE_BYTES * len(copies) * max(1, sum(1 for name, _ in parts if name in copies[0]))
     nonces, at = os.urandom(size), 0
+    sealers = {subject: (keys[subject].encrypt, _part(subject)) for subject in set(subjects)}
     for copy, head, subject in zip(copies, heads, subjects, strict=True):
         encrypt, tail = sealers[subject]
         for name, part in parts:
@@ -267,9 +275,10 @@ class FieldProtector:
         fields = sorted(plan.encrypt)
         if fields:
             times = list(observed_at)
+            ends: _Ends = {}
             for start in range(0, len(out), _BLOCK):
                 end = start + _BLOCK
-                _seal_rows(out[start:end], subjects[start:end], times[start:end], fields, keys)
+                _seal_rows(out[start:end], subjects[start:end], times[start:end], fields, keys, ends)
         return out
 
     def _pseudonymized(self, entities: Sequence[Mapping[str, Any]], plan: ProtectionPlan, *,
