@@ -180,18 +180,30 @@ def _json_converter(dialect: Dialect) -> Converter:
     return convert
 
 
-_SQLITE_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_DAYS: dict[int, str] = {}
+"""``YYYY-MM-DD `` by proleptic ordinal: the dates a process has formatted (a city's data spans a few thousand)."""
+_DAYS_MAX = 20_000
+_HOURS_MINUTES = [f"{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60)]
+_TWO_DIGITS = [f"{number:02d}" for number in range(60)]
 
 
 def _sqlite_datetime(value: Any) -> str | None:
     """What SQLAlchemy's SQLite ``DATETIME`` stores: the wall-clock fields, with microseconds.
 
-    Formatted field by field: ``isoformat(" ", "microseconds")[:26]`` gives the same text but asks an aware
-    datetime for its offset and formats it only to cut it off, twice the time (~1.1 against ~0.6 µs), paid
-    for every distinct time of a batch (observation times and retention deadlines are one a row)."""
+    The same text as ``isoformat(" ", "microseconds")[:26]``, in pieces: the date from a table by ordinal,
+    hours and minutes from a table of 1,440, the seconds from one of 60. An aware datetime's ``isoformat``
+    formats its offset only for it to be cut off: 1.1 µs against 0.45, paid for every distinct time of a batch
+    (observation times and retention deadlines are one a row)."""
     if value.__class__ is datetime:
-        return _SQLITE_TEXT % (value.year, value.month, value.day, value.hour, value.minute, value.second,
-                               value.microsecond)
+        ordinal = value.toordinal()
+        day = _DAYS.get(ordinal)
+        if day is None:
+            if len(_DAYS) >= _DAYS_MAX:
+                _DAYS.clear()
+            day = _DAYS[ordinal] = f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        micro = value.microsecond
+        return (day + _HOURS_MINUTES[value.hour * 60 + value.minute] + _TWO_DIGITS[value.second]
+                + (f".{micro:06d}" if micro else ".000000"))
     if value is None:
         return None
     raise _FallbackError
