@@ -80,3 +80,20 @@ def test_the_batch_sealer_keeps_rows_and_fields_apart() -> None:
                 == original[name]
             tokens.append(row[name])
     assert len({_nonce(t) for t in tokens}) == len(tokens) == 4
+
+
+def test_heads_of_times_whose_instants_differ_in_length_bind_each_its_own_time() -> None:
+    """Observation times from 1969 to 2286 give instants of 1 to 17 characters: in one block, mixed or all alike,
+    every value opens under its own time only."""
+    key = {SUBJECT: AESGCM(DEK)}
+    times: list[datetime | None] = [datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC),
+                                    datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), OBSERVED,
+                                    datetime(2286, 11, 20, 17, 46, 40, tzinfo=UTC)]
+    for block in (times, times[3:4] * 3, times[:1] * 2):
+        rows: list[dict[str, Any]] = [{"id": f"e{i}", "a": i} for i in range(len(block))]
+        fieldcrypt._seal_rows(rows, [SUBJECT] * len(rows), block, ["a"], key)
+        for i, (row, when) in enumerate(zip(rows, block, strict=True)):
+            assert open_value(key[SUBJECT], row["a"], field_aad(f"e{i}", when, "a", SUBJECT)) == i
+            other = block[0] if when != block[0] else datetime(2001, 9, 9, 1, 46, 40, tzinfo=UTC)
+            with pytest.raises(DecryptionError):
+                open_value(key[SUBJECT], row["a"], field_aad(f"e{i}", other, "a", SUBJECT))
