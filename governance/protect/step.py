@@ -91,6 +91,8 @@ class ProtectStep:
         self.protector = protector
         self.clock = clock
         self.cache = DecisionCache(timedelta(seconds=cache_seconds))
+        self._rejected = 0
+        """Records this step has rejected in the batch it is running."""
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
         now = self.clock()
@@ -112,8 +114,10 @@ class ProtectStep:
         scopes = [(StorageScope(dataset, fields), members) for (dataset, fields), members in groups.items()]
         # every scope's decision first, recorded in one go (one audit append), then carried out group by group
         decisions = self._decisions(adapter, scopes, now)
+        self._rejected = 0
         for (scope, members), decision in zip(scopes, decisions, strict=True):
-            live = [m for m in members if m[0].active]
+            # a record with entities in several groups may have been rejected by an earlier group
+            live = [m for m in members if m[0].active] if self._rejected else members
             if live:
                 self._store(scope, live, keys, decision)
 
@@ -137,18 +141,19 @@ class ProtectStep:
 
     def _store(self, scope: StorageScope, members: list[Member], keys: KeyLookup, decision: Decision) -> None:
         revision_note = f"policy revision {decision.revision[:12]}"
+        rejected = self._rejected
         if not decision.allow:
             reason = decision.reasons[0] if decision.reasons else None
             code = reason.code if reason else "storage_denied"
             detail = reason.detail if reason and reason.detail else "the storage policy refused these fields"
             for record, _, _ in members:
-                _reject(record, code, f"{detail} ({revision_note})")
+                self._reject(record, code, f"{detail} ({revision_note})")
             return
         try:
             plan = self._plan(scope, decision)
         except ProtectionError as exc:
             for record, _, _ in members:
-                _reject(record, "storage_obligation", f"{exc} ({revision_note})")
+                self._reject(record, "storage_obligation", f"{exc} ({revision_note})")
             return
         entity_type = members[0][2].entity_type
         observed_prop = self.catalog.get(entity_type).observed_at
@@ -170,6 +175,10 @@ class ProtectStep:
             else:
                 deadlines = map(add, times, repeat(retention))
         rows = map(_STORED, zip(times, subjects, deadlines, repeat(revision)))
+        if self._rejected == rejected:  # no record of this group was rejected: all still active, stored set
+            for (record, index, _), row in zip(members, rows, strict=True):
+                record.stored[index] = row  # type: ignore[index]  # run() set it; only a rejection clears it
+            return
         for (record, index, _), row in zip(members, rows, strict=True):
             stored = record.stored
             if stored is not None and record.active:
@@ -192,7 +201,7 @@ class ProtectStep:
             for member, observed in zip(members, times, strict=True):
                 subject = member[2].data.get(subject_property)
                 if not isinstance(subject, str) or not subject:
-                    _reject(member[0], "missing_subject",
+                    self._reject(member[0], "missing_subject",
                             f"{member[2].entity_type} has no {subject_property} to key its protection by "
                             f"({revision_note})", field=subject_property)
                 else:
@@ -205,7 +214,7 @@ class ProtectStep:
             live_times: list[datetime | None] = []
             for member, observed, subject in zip(kept, kept_times, subjects, strict=True):
                 if of(subject) in erased:
-                    _reject(member[0], "subject_erased",
+                    self._reject(member[0], "subject_erased",
                             "the data subject was erased; nothing more is stored about them", discard=True)
                 else:
                     live.append(member)
@@ -220,7 +229,7 @@ class ProtectStep:
                                             known=keys.keys, copy=False)
         except SubjectErasedError:  # erased between the lookup and the write: judge the batch again next time
             for record, _, _ in kept:
-                _reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",
+                self._reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",
                         discard=True)
             return [], []
         # the entity id follows data["id"], now a pseudonym where the schema says so
@@ -252,6 +261,13 @@ class ProtectStep:
                     self.cache.put(revision, key, now, policy_input, decision)
             items.append((policy_input, decision, cached is not None, len(members)))
         return self.point.record_many(items)
+
+    def _reject(self, record: Record, reason: str, detail: str, *, field: str | None = None,
+                discard: bool = False) -> None:
+        """``_reject``, counted (a group whose records were all kept skips the checks for rejected ones)."""
+        if record.active:
+            self._rejected += 1
+        _reject(record, reason, detail, field=field, discard=discard)
 
     def _subject_property(self, dataset: str) -> str | None:
         for entity_type in self.catalog.types():

@@ -19,6 +19,7 @@ from governance.audit.tables import AuditEntryRow, AuditHeadRow, AuditTreeHeadRo
 from governance.config import Settings
 from governance.consent.registry import ConsentRegistry
 from governance.ingest.batch import Batch, IngestReport, Record
+from governance.ingest.message import ParsedEntity
 from governance.ingest.pipeline import Pipeline
 from governance.ingest.retry import message_of, retry
 from governance.ingest.sources import read_capture_lines
@@ -183,6 +184,26 @@ def test_an_entity_without_observation_time_is_kept_from_its_receive_time(engine
             assert stored.observed_at is None and stored.retain_until == received_at + timedelta(days=days)
         else:
             assert stored.observed_at is not None and stored.retain_until == stored.observed_at + timedelta(days=days)
+
+
+def test_a_record_refused_by_one_group_is_left_out_of_its_others(engine: Engine, settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """A record whose entities fall into two groups, the first of which refuses it (an observation without its
+    resident): its other entity is neither sealed nor given a row; a record alone in the second group is kept."""
+    _consent(settings, engine, 1, 2)
+    adapter, batch = _care_batch(tmp_path)
+    both, alone = batch.records[0], batch.records[1]
+    orphan = ParsedEntity({k: v for k, v in both.entities[0].data.items() if k != "refResident"})
+    kept = both.entities[0]
+    both.entities = [orphan, kept]  # the orphan's group (no subject property) comes first
+    batch = Batch([both, alone])
+    step = next(s for s in _pipeline(engine, settings).steps if isinstance(s, ProtectStep))
+    step.run(adapter, batch)
+    assert both.rejection is not None and both.rejection.step == "storage" and both.stored is None
+    assert not is_sealed(kept.data["numValue"])  # left out of its group, as it was
+    assert alone.rejection is None and alone.stored is not None
+    assert is_sealed(alone.entities[0].data["numValue"]) and alone.stored[0].subject == \
+        alone.entities[0].data["refResident"]
 
 
 def _care_batch(tmp_path: Path) -> tuple[CareHubAdapter, Batch]:
