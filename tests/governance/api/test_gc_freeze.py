@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -16,6 +17,14 @@ from tests.governance.api.support import register, stand_in_backend
 from tests.governance.protect.support import Clock
 
 BODY = b'{"dataset":"lighting.streetlight","purpose":"energy","fields":["id"],"page_size":3}'
+
+
+@pytest.fixture(autouse=True)
+def _nothing_frozen() -> None:
+    """These tests count what the app freezes. The ingest quality step freezes the heap once per process
+    (``governance/ingest/quality.py``), so after any earlier test that ran a governed pipeline the count does
+    not start at zero: give those objects back first (later tests only lose a little collector time)."""
+    gc.unfreeze()
 
 
 class _Node:
