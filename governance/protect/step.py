@@ -92,7 +92,8 @@ class ProtectStep:
         self.clock = clock
         self.cache = DecisionCache(timedelta(seconds=cache_seconds))
         self._rejected = 0
-        """Records this step has rejected in the batch it is running."""
+        """Records this step has rejected in the batch it is running (a step runs one batch at a time, as its
+        pipeline does: the listener, the CLI and retries each drive their own pipeline from one thread)."""
 
     def run(self, adapter: Adapter, batch: Batch) -> None:
         now = self.clock()
