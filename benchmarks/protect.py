@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, insert
 
-from adapters.base import adapter_class
+from adapters.base import Adapter, adapter_class
 from benchmarks.ingest import database, empty_tables, generate, machine, make_pipeline, read
 from governance.catalog import default_catalog
 from governance.config import Settings
@@ -120,6 +120,19 @@ def _ablate(pipeline: Pipeline, variant: str) -> None:
                       for step in pipeline.steps]
 
 
+def governed_run(url: str, data_dir: Path, records_file: Any, *, protection: bool, variant: str | None = None,
+                 ) -> tuple[Settings, Engine, Pipeline, Adapter]:
+    """What one run ingests with: settings, an engine on ``url`` with the tables in place, the governed pipeline
+    (its storage step ablated as ``variant`` says) and the care-hub adapter configured for ``records_file``."""
+    settings = Settings(data_dir=data_dir, database_url=url, protection=protection)
+    engine = create_db_engine(url)
+    init_schema(engine)
+    pipeline = make_pipeline(engine, settings, FEED, governed=True)
+    if variant is not None:
+        _ablate(pipeline, variant)
+    return settings, engine, pipeline, adapter_class(FEED).from_config_file(records_file.config)
+
+
 def ingest_once(kind: str, workdir: Path, records_file: Any, *, protection: bool, label: str,
                 warm: Any = None, variant: str | None = None) -> tuple[float, int, float, float]:
     """Seconds to ingest the feed into a fresh database, the entities stored, this process's CPU seconds, and
@@ -135,13 +148,8 @@ def ingest_once(kind: str, workdir: Path, records_file: Any, *, protection: bool
     record) and the other none, where a running city pays in proportion to the bytes it writes.
     """
     with database(kind, workdir, label) as url:
-        settings = Settings(data_dir=workdir / label, database_url=url, protection=protection)
-        engine = create_db_engine(url)
-        init_schema(engine)
-        pipeline = make_pipeline(engine, settings, FEED, governed=True)
-        if variant is not None:
-            _ablate(pipeline, variant)
-        adapter = adapter_class(FEED).from_config_file(records_file.config)
+        settings, engine, pipeline, adapter = governed_run(url, workdir / label, records_file,
+                                                           protection=protection, variant=variant)
         if warm is not None:
             pipeline.ingest(adapter, read(adapter, warm, settings))
             empty_tables(engine)

@@ -203,8 +203,8 @@ class ProtectStep:
                 subject = member[2].data.get(subject_property)
                 if not isinstance(subject, str) or not subject:
                     self._reject(member[0], "missing_subject",
-                            f"{member[2].entity_type} has no {subject_property} to key its protection by "
-                            f"({revision_note})", field=subject_property)
+                                 f"{member[2].entity_type} has no {subject_property} to key its protection by "
+                                 f"({revision_note})", field=subject_property)
                 else:
                     kept.append(member)
                     kept_times.append(observed)
@@ -216,7 +216,7 @@ class ProtectStep:
             for member, observed, subject in zip(kept, kept_times, subjects, strict=True):
                 if of(subject) in erased:
                     self._reject(member[0], "subject_erased",
-                            "the data subject was erased; nothing more is stored about them", discard=True)
+                                 "the data subject was erased; nothing more is stored about them", discard=True)
                 else:
                     live.append(member)
                     live_times.append(observed)
@@ -230,8 +230,8 @@ class ProtectStep:
                                             known=keys.keys, copy=False)
         except SubjectErasedError:  # erased between the lookup and the write: judge the batch again next time
             for record, _, _ in kept:
-                self._reject(record, "subject_erased", "the data subject was erased; nothing more is stored about them",
-                        discard=True)
+                self._reject(record, "subject_erased",
+                             "the data subject was erased; nothing more is stored about them", discard=True)
             return [], []
         # the entity id follows data["id"], now a pseudonym where the schema says so
         deque(map(setattr, entities, repeat("data"), sealed), maxlen=0)

@@ -11,14 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.base import adapter_class
-from benchmarks.ingest import generate, make_pipeline, read
-from benchmarks.protect import FEED, VARIANTS, _ablate
-from governance.config import Settings
+from benchmarks.ingest import generate, read
+from benchmarks.protect import FEED, VARIANTS, governed_run
 from governance.demo import FeedFile
 from governance.protect.fieldcrypt import is_sealed
 from governance.protect.pseudonym import is_pseudonym
-from governance.store.db import create_db_engine, init_schema
 from governance.store.tables import EntityRecord
 
 _ENTITY = EntityRecord.__table__  # type: ignore[attr-defined]
@@ -32,18 +29,15 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> FeedFile:
 @pytest.mark.parametrize("variant", [None, *VARIANTS])
 def test_each_variant_leaves_out_only_its_part(variant: str | None, feed: FeedFile, database_url: str,
                                                tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, protection=True)
-    engine = create_db_engine(database_url)
-    init_schema(engine)
-    pipeline = make_pipeline(engine, settings, FEED, governed=True)
-    if variant is not None:
-        _ablate(pipeline, variant)
-    adapter = adapter_class(FEED).from_config_file(feed.config)
-    report = pipeline.ingest(adapter, read(adapter, feed, settings))
+    settings, engine, pipeline, adapter = governed_run(database_url, tmp_path / "data", feed, protection=True,
+                                                       variant=variant)
+    try:
+        report = pipeline.ingest(adapter, read(adapter, feed, settings))
+        with engine.connect() as conn:
+            rows = conn.execute(select(_ENTITY).where(_ENTITY.c.entity_type == "ResidentObservation")).all()
+    finally:
+        engine.dispose()
     assert report.balanced and report.entities > 50
-    with engine.connect() as conn:
-        rows = conn.execute(select(_ENTITY).where(_ENTITY.c.entity_type == "ResidentObservation")).all()
-    engine.dispose()
     assert rows
     options = VARIANTS.get(variant or "", {"seal": True, "columns": True, "pseudonyms": True})
     for row in rows:
@@ -54,5 +48,3 @@ def test_each_variant_leaves_out_only_its_part(variant: str | None, feed: FeedFi
         assert (row.subject == data["refResident"]) is options["columns"]
         assert (row.retain_until is not None) is options["columns"]
         assert (row.policy_revision is not None) is options["columns"]
-
-
